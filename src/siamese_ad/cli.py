@@ -1,0 +1,206 @@
+"""The `siamese-ad` command: parses arguments into a config and calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from siamese_ad.config import PRESETS, Config, ConfigError, preset
+from siamese_ad.data.sample import DataError
+
+EPILOG = "Docs and examples: README.md. Every command prints where it wrote its results."
+
+
+def _config_from_args(args: argparse.Namespace) -> Config:
+    """Preset or YAML first, then each flag the user gave overrides its field."""
+    cfg = Config.from_yaml(args.config) if args.config else preset(args.preset)
+    overrides = {
+        ("data", "root"): args.data,
+        ("data", "format"): args.format,
+        ("data", "image_size"): args.image_size,
+        ("data", "modality"): args.modality,
+        ("data", "shots"): args.shots,
+        ("data", "real_anomalies"): args.real_anomalies,
+        ("data", "object_type"): args.object_type,
+        ("model", "backbone"): args.backbone,
+        ("model", "weights"): args.weights,
+        ("train", "epochs"): args.epochs,
+        ("train", "batch_size"): args.batch_size,
+        ("train", "lr"): args.lr,
+        ("train", "seed"): args.seed,
+        ("train", "device"): args.device,
+        ("train", "bf16"): args.bf16,
+        ("deviation", "epochs"): args.deviation_epochs,
+    }
+    for (section, key), value in overrides.items():
+        if value is not None:
+            setattr(getattr(cfg, section), key, value)
+    if args.no_cpam:
+        cfg.model.cpam = False
+    if args.no_contrastive:
+        cfg.contrastive.enabled = False
+    if args.no_deviation:
+        cfg.deviation.enabled = False
+    if not cfg.data.root:
+        raise ConfigError("no data folder: pass --data ROOT (or set data.root in --config)")
+    return cfg.validate()
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train on one category", epilog=EPILOG)
+    p.add_argument("--data", help="category folder (MVTec AD layout, or see --format)")
+    p.add_argument("--format", choices=["mvtec", "folder", "mvtec3d"], help="data layout")
+    p.add_argument("--out", required=True, help="run folder: checkpoint.pt, config.yaml, manifest")
+    p.add_argument(
+        "--preset", choices=sorted(PRESETS), default="cpu", help="defaults to start from"
+    )
+    p.add_argument("--config", help="a YAML config (instead of --preset)")
+    p.add_argument("--image-size", type=int, help="input side in pixels (multiple of 32)")
+    p.add_argument("--modality", choices=["rgb", "depth", "rgbd"], help="MVTec 3D-AD input")
+    p.add_argument("--shots", type=int, help="train on a seeded choice of this many normal images")
+    p.add_argument("--real-anomalies", type=int, help="real anomalies per defect type to train on")
+    p.add_argument(
+        "--object-type", choices=["auto", "texture", "object"], help="synthesis placement"
+    )
+    p.add_argument("--backbone", help="teacher: wide_resnet50_2, resnet18, efficientnet_lite0")
+    p.add_argument("--weights", help="teacher weights: imagenet, none, or a state-dict file")
+    p.add_argument("--epochs", type=int, help="stage-1 epochs")
+    p.add_argument("--deviation-epochs", type=int, help="stage-2 epochs")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    p.add_argument(
+        "--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast"
+    )
+    p.add_argument("--no-cpam", action="store_true", help="basic decoder without CPAM")
+    p.add_argument("--no-contrastive", action="store_true", help="stage 1 without the triplet loss")
+    p.add_argument("--no-deviation", action="store_true", help="skip stage 2 (score = max of map)")
+    p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate", help="score the test split; metrics.json, scores.csv, PNGs", epilog=EPILOG
+    )
+    p.add_argument("--checkpoint", required=True, help="checkpoint.pt written by train")
+    p.add_argument("--data", help="category folder (default: the one trained on)")
+    p.add_argument("--out", help="results folder (default: <checkpoint folder>/eval)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--no-heatmaps", action="store_true", help="skip the per-image PNG panels")
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict", help="score new images: scores.csv and heat-map PNGs", epilog=EPILOG
+    )
+    p.add_argument("inputs", nargs="+", help="image files and/or folders of images")
+    p.add_argument("--checkpoint", required=True, help="checkpoint.pt written by train")
+    p.add_argument("--out", required=True, help="results folder")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int)
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo", help="offline end-to-end run on a built-in synthetic category", epilog=EPILOG
+    )
+    p.add_argument(
+        "--out", default="runs/demo", help="folder for the data, the model and the results"
+    )
+    p.add_argument("--epochs", type=int, help="stage-1 epochs (default: the demo's own)")
+    p.add_argument("--device", default="auto")
+
+
+def _add_synth_preview(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth-preview", help="a grid PNG of synthetic anomalies and their masks")
+    p.add_argument("--data", required=True, help="category folder")
+    p.add_argument("--format", choices=["mvtec", "folder", "mvtec3d"], default="mvtec")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--count", type=int, default=8)
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--object-type", choices=["auto", "texture", "object"], default="auto")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="siamese-ad",
+        description="Anomaly detection and segmentation with a two-stage contrastive Siamese "
+        "teacher-student U-Net.",
+        epilog=EPILOG,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_train, _add_evaluate, _add_predict, _add_demo, _add_synth_preview):
+        add(sub)
+    return parser
+
+
+def _print_metrics(result: dict, out: Path) -> None:
+    keys = ("image_auroc", "image_auroc_max", "image_auroc_deviation", "pixel_auroc", "aupro")
+    for key in keys:
+        value = result.get(key)
+        print(f"{key:>22}: {'n/a' if value is None else f'{value:.4f}'}")
+    print(f"results: {out} (metrics.json, scores.csv, heatmaps/)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "train":
+        from siamese_ad.training.trainer import train
+
+        ckpt = train(_config_from_args(args), args.out, resume=args.resume)
+        print(f"checkpoint: {ckpt}")
+    elif args.command == "evaluate":
+        from siamese_ad.evaluation.evaluate import evaluate
+
+        out = Path(args.out or Path(args.checkpoint).parent / "eval")
+        result = evaluate(
+            args.checkpoint, out, args.data, args.device, args.batch_size, not args.no_heatmaps
+        )
+        _print_metrics(result, out)
+    elif args.command == "predict":
+        from siamese_ad.evaluation.predict import predict
+
+        rows = predict(args.checkpoint, args.inputs, args.out, args.device, args.batch_size)
+        print(f"scored {len(rows)} images: {Path(args.out) / 'scores.csv'}")
+    elif args.command == "demo":
+        from siamese_ad.demo import run_demo
+
+        result, out = run_demo(args.out, epochs=args.epochs, device=args.device)
+        _print_metrics(result, out)
+    elif args.command == "synth-preview":
+        from siamese_ad.reporting.synth_preview import synth_preview
+
+        path = synth_preview(
+            args.data,
+            args.format,
+            args.out,
+            args.count,
+            args.image_size,
+            args.object_type,
+            args.seed,
+        )
+        print(f"preview: {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from siamese_ad.training.checkpoint import CheckpointError
+
+    try:
+        return run(args)
+    except (ConfigError, DataError, CheckpointError) as err:
+        print(f"siamese-ad {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "interrupted; the last finished epoch is in the checkpoint (--resume)", file=sys.stderr
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""Validated configuration dataclasses, YAML in and out, saved inside every checkpoint.
+
+Every hyperparameter of the method lives here; code elsewhere reads it from a `Config`.
+Two presets: `paper` (Wide-ResNet50-2 at 256 px, as the RD code) and `cpu` (EfficientNet-Lite0,
+sized to train a category in minutes on two CPU cores).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field and the valid choices."""
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is not valid; choose one of {', '.join(choices)}")
+
+
+def _check_positive(name: str, value: float, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{name}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
+
+
+@dataclass
+class DataConfig:
+    """Where images come from and how they are prepared."""
+
+    root: str = ""
+    format: str = "mvtec"  # mvtec | folder | mvtec3d
+    image_size: int = 256
+    modality: str = "rgb"  # rgb | depth | rgbd (mvtec3d only)
+    shots: int = 0  # 0 = every normal training image; k > 0 = a seeded choice of k
+    real_anomalies: int = 0  # anomalous test images per defect type moved into training
+    object_type: str = "auto"  # auto | texture | object: where synthetic anomalies may go
+
+    def validate(self) -> None:
+        _check_choice("data.format", self.format, ("mvtec", "folder", "mvtec3d"))
+        _check_choice("data.modality", self.modality, ("rgb", "depth", "rgbd"))
+        _check_choice("data.object_type", self.object_type, ("auto", "texture", "object"))
+        if self.image_size < 32 or self.image_size % 32:
+            raise ConfigError(f"data.image_size={self.image_size} must be a multiple of 32, >= 32")
+        _check_positive("data.shots", self.shots, allow_zero=True)
+        _check_positive("data.real_anomalies", self.real_anomalies, allow_zero=True)
+
+
+@dataclass
+class ModelConfig:
+    """The teacher backbone, its weights and the student decoder."""
+
+    backbone: str = "wide_resnet50_2"
+    weights: str = "imagenet"  # imagenet | none | a path to a state dict
+    cpam: bool = True
+    cpam_fusion: str = "gated"  # gated | literal (eq. 5 as written)
+    decoder_blocks: int = 2  # residual blocks per student decoder stage
+
+    def validate(self) -> None:
+        _check_choice("model.cpam_fusion", self.cpam_fusion, ("gated", "literal"))
+        _check_positive("model.decoder_blocks", self.decoder_blocks)
+
+
+@dataclass
+class TrainConfig:
+    """Optimiser and loop settings shared by both stages."""
+
+    epochs: int = 200  # stage 1 (or basic distillation when the contrastive stage is off)
+    batch_size: int = 16
+    lr: float = 0.005
+    betas: tuple[float, float] = (0.5, 0.999)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    bf16: bool = False  # bf16 autocast (pays off on CPUs with AMX and on recent GPUs)
+    channels_last: bool = True
+    distill_reduction: str = "flatten"  # flatten (eq. 1 as the RD code) | pixel
+
+    def validate(self) -> None:
+        _check_positive("train.epochs", self.epochs)
+        _check_positive("train.batch_size", self.batch_size)
+        _check_positive("train.lr", self.lr)
+        if not all(0.0 <= b < 1.0 for b in self.betas) or len(self.betas) != 2:
+            raise ConfigError(f"train.betas={self.betas!r} must be two numbers in [0, 1)")
+        _check_choice("train.distill_reduction", self.distill_reduction, ("flatten", "pixel"))
+
+
+@dataclass
+class ContrastiveConfig:
+    """Stage 1: the Siamese triplet stage (eq. 6-7)."""
+
+    enabled: bool = True
+    margin: float = 0.5
+    lambda_con: float = 0.1
+    lambda_cos: float = 1.0
+    rotation: float = 20.0  # N_aug is N rotated uniformly in [-rotation, rotation] degrees
+    reduction: str = "pooled"  # pooled | flatten: how stage features enter the cosine
+
+    def validate(self) -> None:
+        _check_positive("contrastive.margin", self.margin, allow_zero=True)
+        _check_positive("contrastive.lambda_con", self.lambda_con, allow_zero=True)
+        _check_positive("contrastive.lambda_cos", self.lambda_cos, allow_zero=True)
+        _check_positive("contrastive.rotation", self.rotation, allow_zero=True)
+        _check_choice("contrastive.reduction", self.reduction, ("pooled", "flatten"))
+
+
+@dataclass
+class DeviationConfig:
+    """Stage 2: deviation fine-tuning (eq. 8)."""
+
+    enabled: bool = True
+    epochs: int = 20
+    lr: float = 0.0005
+    target: float = 5.0  # p, the bipolar target for anomalous images
+    topk: float = 0.01  # fraction of pixels whose mean is the per-stage scalar s_i
+    lambda_cos: float = 1.0  # distillation kept on normals so the maps do not drift
+
+    def validate(self) -> None:
+        _check_positive("deviation.epochs", self.epochs, allow_zero=True)
+        _check_positive("deviation.lr", self.lr)
+        _check_positive("deviation.target", self.target)
+        if not 0.0 < self.topk <= 1.0:
+            raise ConfigError(f"deviation.topk={self.topk} must be in (0, 1]")
+
+
+@dataclass
+class SynthesisConfig:
+    """Synthetic anomalies after NSA: patches cut from one image, blended into another."""
+
+    min_patches: int = 1
+    max_patches: int = 4
+    min_size: float = 0.05  # patch side as a fraction of the image side
+    max_size: float = 0.25
+    blend: str = "poisson"  # poisson | paste
+    pool_size: int = 400  # synthetic anomalies made once per run (the stage-1 anomaly pool)
+
+    def validate(self) -> None:
+        if not 1 <= self.min_patches <= self.max_patches:
+            raise ConfigError("synthesis.min_patches must be >= 1 and <= synthesis.max_patches")
+        if not 0.0 < self.min_size <= self.max_size < 1.0:
+            raise ConfigError("synthesis sizes must satisfy 0 < min_size <= max_size < 1")
+        _check_choice("synthesis.blend", self.blend, ("poisson", "paste"))
+        _check_positive("synthesis.pool_size", self.pool_size)
+
+
+@dataclass
+class ScoringConfig:
+    """How anomaly maps and image scores are computed."""
+
+    sigma: float = 4.0  # Gaussian blur of the anomaly map, in pixels
+    image_score: str = "auto"  # auto (deviation after stage 2, else max) | max | deviation
+
+    def validate(self) -> None:
+        _check_positive("scoring.sigma", self.sigma, allow_zero=True)
+        _check_choice("scoring.image_score", self.image_score, ("auto", "max", "deviation"))
+
+
+@dataclass
+class Config:
+    """The whole run: every section validated, YAML in and out."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
+    deviation: DeviationConfig = field(default_factory=DeviationConfig)
+    synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+
+    def validate(self) -> Config:
+        """Checks every section; returns self so calls chain."""
+        for f in fields(self):
+            getattr(self, f.name).validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["train"]["betas"] = list(self.train.betas)
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Config:
+        """Builds a config from nested dicts, rejecting unknown sections and keys."""
+        sections = {f.name: f for f in fields(cls)}
+        kwargs = {}
+        for name, values in (raw or {}).items():
+            if name not in sections:
+                raise ConfigError(f"unknown config section {name!r}; valid: {', '.join(sections)}")
+            section_cls = type(getattr(cls(), name))
+            valid = {f.name for f in fields(section_cls)}
+            unknown = set(values or {}) - valid
+            if unknown:
+                raise ConfigError(
+                    f"unknown key(s) {sorted(unknown)} in section {name!r}; valid: {sorted(valid)}"
+                )
+            values = dict(values or {})
+            if "betas" in values:
+                values["betas"] = tuple(values["betas"])
+            kwargs[name] = section_cls(**values)
+        return cls(**kwargs).validate()
+
+    def to_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Config:
+        try:
+            raw = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"cannot read config {path}: {err}") from err
+        return cls.from_dict(raw)
+
+    def model_signature(self) -> dict[str, Any]:
+        """The fields that fix the network's shapes; a checkpoint only loads into a match."""
+        return {
+            "backbone": self.model.backbone,
+            "cpam": self.model.cpam,
+            "cpam_fusion": self.model.cpam_fusion,
+            "decoder_blocks": self.model.decoder_blocks,
+            "image_size": self.data.image_size,
+            "modality": self.data.modality,
+        }
+
+
+def paper_preset() -> Config:
+    """Wide-ResNet50-2 at 256 px, Adam lr 0.005 betas (0.5, 0.999), batch 16, 200 epochs."""
+    return Config().validate()
+
+
+def cpu_preset() -> Config:
+    """EfficientNet-Lite0 teacher, sized to train one category in minutes on two CPU cores."""
+    cfg = Config()
+    cfg.model.backbone = "efficientnet_lite0"
+    cfg.model.decoder_blocks = 1
+    cfg.train.epochs = 10
+    cfg.train.batch_size = 16
+    cfg.train.bf16 = True
+    cfg.deviation.epochs = 3
+    return cfg.validate()
+
+
+PRESETS = {"paper": paper_preset, "cpu": cpu_preset}
+
+
+def preset(name: str) -> Config:
+    """Returns a fresh copy of the named preset."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]()

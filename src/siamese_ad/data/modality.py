@@ -1,0 +1,45 @@
+"""Which picture of a sample the network sees: its RGB image, or its depth as 3 channels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from siamese_ad.config import DataConfig
+from siamese_ad.data.dataset import ImageLoader, rgb_loader
+from siamese_ad.data.sample import DataError, Sample
+
+DEPTH_CACHE = "depth_cache"
+
+
+def depth_loader(cache_dir: Path) -> ImageLoader:
+    """A loader that renders each sample's point cloud as a (3, S, S) uint8 depth image."""
+    from siamese_ad.data.depth import DepthCache
+
+    cache = DepthCache(cache_dir)
+
+    def load(sample: Sample, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
+        if sample.xyz is None:
+            raise DataError(f"{sample.image} has no point cloud; depth needs MVTec 3D-AD xyz files")
+        depth = cache.get(sample.xyz)
+        original = depth.shape[:2]
+        if original != (size, size):
+            depth = np.asarray(
+                Image.fromarray(depth).resize((size, size), Image.Resampling.BILINEAR)
+            )
+        return torch.from_numpy(np.ascontiguousarray(depth)).permute(2, 0, 1).contiguous(), original
+
+    return load
+
+
+def image_loader(cfg: DataConfig, cache_root: Path, modality: str | None = None) -> ImageLoader:
+    """The loader for `modality` (default cfg.modality); depth images cached under cache_root."""
+    modality = modality or cfg.modality
+    if modality == "rgb":
+        return rgb_loader
+    if modality == "depth":
+        return depth_loader(Path(cache_root) / DEPTH_CACHE)
+    raise DataError(f"modality {modality!r} is made of branches; load 'rgb' and 'depth' separately")

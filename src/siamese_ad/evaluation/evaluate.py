@@ -1,0 +1,123 @@
+"""`evaluate`: scores a checkpoint on test images it never trained on, and writes the results."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from siamese_ad import metrics
+from siamese_ad.data.dataset import ImageSet, load_images, read_category
+from siamese_ad.data.modality import image_loader
+from siamese_ad.data.splits import SplitManifest, exclude_trained
+from siamese_ad.evaluation.inference import Detector, Inference
+
+
+def _auroc_or_none(scores: np.ndarray | None, labels: np.ndarray) -> float | None:
+    if scores is None or len(np.unique(labels)) < 2:
+        return None
+    return metrics.image_auroc(scores, labels)
+
+
+def compute_metrics(inference: Inference, images: ImageSet) -> dict[str, Any]:
+    """Image AUROC (configured, max, deviation), F1-max, pixel AUROC and AUPRO, per-defect AUROC.
+
+    Pixel metrics use the images whose pixel truth is known; they are None when none is anomalous.
+    """
+    labels = images.labels.numpy()
+    out: dict[str, Any] = {
+        "image_auroc": _auroc_or_none(inference.scores, labels),
+        "image_auroc_max": _auroc_or_none(inference.scores_max, labels),
+        "image_auroc_deviation": _auroc_or_none(inference.scores_deviation, labels),
+        "image_f1_max": metrics.f1_max(inference.scores, labels)[0] if labels.any() else None,
+        "pixel_auroc": None,
+        "aupro": None,
+    }
+    known = images.has_mask.numpy()
+    masks = images.masks.numpy()[known]
+    if masks.any() and not masks.all():
+        maps = inference.maps[known]
+        out["pixel_auroc"] = metrics.pixel_auroc(maps, masks)
+        out["aupro"] = metrics.aupro(maps, masks, fpr_limit=0.3)
+    defects = sorted({s.defect for s in images.samples if s.label == 1})
+    good = labels == 0
+    per_defect = {}
+    for defect in defects:
+        keep = good | np.array([s.defect == defect for s in images.samples])
+        per_defect[defect] = _auroc_or_none(inference.scores[keep], labels[keep])
+    out["per_defect_image_auroc"] = per_defect
+    out["n_images"] = len(labels)
+    out["n_anomalous"] = int(labels.sum())
+    out["ms_per_image"] = inference.ms_per_image
+    return out
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Writes text to a temporary file beside `path`, then renames it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def write_scores_csv(path: Path, images: ImageSet, inference: Inference, root: Path) -> None:
+    """One row per image: path, defect, label, score, score_max, score_deviation."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["image", "defect", "label", "score", "score_max", "score_deviation"])
+        dev = inference.scores_deviation
+        for i, s in enumerate(images.samples):
+            writer.writerow(
+                [
+                    s.image.as_posix(),
+                    s.defect,
+                    s.label,
+                    f"{inference.scores[i]:.6g}",
+                    f"{inference.scores_max[i]:.6g}",
+                    "" if dev is None else f"{dev[i]:.6g}",
+                ]
+            )
+
+
+def evaluate(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    data_root: str | Path | None = None,
+    device: str = "auto",
+    batch_size: int | None = None,
+    heatmaps: bool = True,
+) -> dict[str, Any]:
+    """Scores the test split of the checkpoint's category (or `data_root`) and writes
+    metrics.json, scores.csv and, when `heatmaps`, one PNG panel per test image under heatmaps/.
+    """
+    from siamese_ad.reporting.heatmaps import write_panels
+
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    detector = Detector.load(checkpoint, device)
+    cfg = detector.cfg
+    root = Path(data_root or cfg.data.root)
+    data = read_category(root, cfg.data.format)
+    manifest = SplitManifest.from_dict(detector.payload["manifest"])
+    test = exclude_trained(data.test, manifest, data.root)
+    loader = image_loader(cfg.data, checkpoint.parent)
+    images = load_images(test, cfg.data.image_size, loader, "test images")
+    inference = detector.run(images.images, batch_size)
+    result = compute_metrics(inference, images)
+    result["image_score"] = "deviation" if detector.scorer.uses_deviation() else "max"
+    result["training_seconds"] = float(
+        sum(h["seconds"] for h in detector.payload["state"]["history"])
+    )
+    result["checkpoint"] = checkpoint.as_posix()
+    result["data"] = root.as_posix()
+    atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=2))
+    write_scores_csv(out_dir / "scores.csv", images, inference, root)
+    if heatmaps:
+        write_panels(out_dir / "heatmaps", images, inference.maps)
+    return result

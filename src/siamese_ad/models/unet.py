@@ -1,0 +1,74 @@
+"""The teacher-student U-Net: frozen teacher encoder, one-class bottleneck, student decoder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from siamese_ad.config import ModelConfig
+from siamese_ad.models.bottleneck import OneClassBottleneck
+from siamese_ad.models.student import StudentDecoder
+from siamese_ad.models.teacher import Teacher, build_teacher, imagenet_normalize
+
+
+@dataclass
+class FeaturePair:
+    """Teacher and student feature maps, stage by stage, shallowest first.
+
+    Attributes:
+        teacher: [T_1, ..., T_n], each (B, C_i, H_i, W_i), without gradients.
+        student: [S_1, ..., S_n], the same shapes.
+    """
+
+    teacher: list[Tensor]
+    student: list[Tensor]
+
+
+class TeacherStudentUNet(nn.Module):
+    """Images in [0, 1] -> teacher and student features.
+
+    Besides the weights it holds, as buffers, the per-stage statistics of the top-k anomaly scores
+    of normal training images (`stage_mean`, `stage_std`, each (n,)), set after stage 1 and used
+    to standardise the deviation score; `deviation_ready` says whether they were set.
+    """
+
+    def __init__(self, teacher: Teacher, cpam: bool, cpam_fusion: str, decoder_blocks: int) -> None:
+        super().__init__()
+        self.teacher = teacher
+        self.bottleneck = OneClassBottleneck(teacher.channels, teacher.strides, decoder_blocks)
+        self.student = StudentDecoder(
+            teacher.channels,
+            teacher.strides,
+            self.bottleneck.out_channels,
+            decoder_blocks,
+            cpam,
+            cpam_fusion,
+        )
+        n = len(teacher.channels)
+        self.register_buffer("stage_mean", torch.zeros(n))
+        self.register_buffer("stage_std", torch.ones(n))
+        self.register_buffer("deviation_ready", torch.tensor(False))
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.teacher.channels)
+
+    def forward(self, images: Tensor) -> FeaturePair:
+        """(B, 3, H, W) in [0, 1] -> FeaturePair; H and W multiples of 2 * the deepest stride."""
+        x = imagenet_normalize(images)
+        with torch.no_grad():
+            teacher = [t.detach() for t in self.teacher(x)]
+        student = self.student(self.bottleneck(teacher))
+        return FeaturePair(teacher, student)
+
+    def trainable_state_dict(self) -> dict[str, Tensor]:
+        """Everything but the teacher's weights (which are rebuilt from their source)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("teacher.")}
+
+
+def build_unet(cfg: ModelConfig, weights: str | None = None) -> TeacherStudentUNet:
+    """Builds the U-Net named by `cfg`; `weights` overrides cfg.weights for the teacher."""
+    teacher = build_teacher(cfg.backbone, weights or cfg.weights)
+    return TeacherStudentUNet(teacher, cfg.cpam, cfg.cpam_fusion, cfg.decoder_blocks)

@@ -1,0 +1,67 @@
+"""Heat-map pictures: image | ground truth | anomaly map | overlay, one PNG per image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from PIL import Image
+
+from siamese_ad.data.dataset import ImageSet
+
+OVERLAY_ALPHA = 0.5
+_LUT = (matplotlib.colormaps["jet"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
+
+
+def colorize(amap: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
+    """(H, W) float -> (H, W, 3) uint8 with the jet colour map over [vmin, vmax]."""
+    scale = max(vmax - vmin, 1e-12)
+    idx = np.clip((amap - vmin) / scale * 255.0, 0, 255).astype(np.uint8)
+    return _LUT[idx]
+
+
+def panel(
+    image: np.ndarray, amap: np.ndarray, vmin: float, vmax: float, mask: np.ndarray | None
+) -> np.ndarray:
+    """Side by side: image, ground truth (or grey when unknown), colour map, overlay.
+
+    Args:
+        image: (H, W, 3) uint8.
+        amap: (H, W) float anomaly map.
+        vmin, vmax: colour range, shared across a set so pictures compare.
+        mask: (H, W) bool ground truth, or None.
+
+    Returns:
+        (H, 4 W, 3) uint8.
+    """
+    heat = colorize(amap, vmin, vmax)
+    overlay = (image * (1 - OVERLAY_ALPHA) + heat * OVERLAY_ALPHA).astype(np.uint8)
+    if mask is None:
+        truth = np.full_like(image, 128)
+    else:
+        truth = np.repeat((mask.astype(np.uint8) * 255)[:, :, None], 3, axis=2)
+    return np.concatenate([image, truth, heat, overlay], axis=1)
+
+
+def colour_range(maps: np.ndarray) -> tuple[float, float]:
+    """A shared colour range for a set of maps: from their minimum to their maximum."""
+    return float(maps.min()), float(maps.max())
+
+
+def panel_name(defect: str, image: Path) -> str:
+    return f"{defect}_{image.stem}.png"
+
+
+def write_panels(out_dir: Path, images: ImageSet, maps: np.ndarray) -> list[Path]:
+    """Writes one panel PNG per image of `images` (maps (N, H, W)); returns the paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vmin, vmax = colour_range(maps)
+    paths = []
+    for i, sample in enumerate(images.samples):
+        mask = images.masks[i].numpy() if bool(images.has_mask[i]) else None
+        picture = panel(images.images[i].permute(1, 2, 0).numpy(), maps[i], vmin, vmax, mask)
+        path = out_dir / panel_name(sample.defect, sample.image)
+        Image.fromarray(picture).save(path)
+        paths.append(path)
+    return paths

@@ -1,0 +1,97 @@
+"""What both training stages share: seeding, device, autocast, the epoch loop, progress."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from siamese_ad.training.checkpoint import TrainingState
+
+STAGE_SALT = {"stage1": 1, "stage2": 2, "stats": 3, "pool": 4}
+
+
+def seed_everything(seed: int) -> None:
+    """The one place that seeds Python, NumPy and torch."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def epoch_generator(seed: int, stage: str, epoch: int) -> torch.Generator:
+    """A generator fixed by (seed, stage, epoch): a resumed run draws what an unbroken one did."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + STAGE_SALT[stage] * 10_007 + epoch)
+
+
+def select_device(name: str) -> torch.device:
+    """auto -> cuda when present, else cpu; otherwise the named device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but CUDA is not available; use --device cpu")
+    return device
+
+
+def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on the device when asked for, else a no-op."""
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """(B, 3, H, W) uint8 -> float in [0, 1] on `device`, channels_last when asked for."""
+    x = images.to(device, non_blocking=True).float().div_(255.0)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def index_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Shuffled index batches; a trailing batch of one is dropped (BatchNorm needs two)."""
+    for idx in torch.randperm(n, generator=generator).split(batch_size):
+        if len(idx) > 1 or n == 1:
+            yield idx
+
+
+def run_stage(
+    stage: str,
+    epochs: int,
+    state: TrainingState,
+    n_items: int,
+    batch_size: int,
+    seed: int,
+    step: Callable[[torch.Tensor, torch.Generator], float],
+    save: Callable[[], None],
+) -> None:
+    """Runs the epochs of `stage` not yet finished, saving after every epoch.
+
+    Args:
+        step: trains on one batch of indices and returns its loss.
+        save: writes the checkpoint; called after each finished epoch.
+    """
+    for epoch in range(state.epoch, epochs):
+        gen = epoch_generator(seed, stage, epoch)
+        start, losses = time.perf_counter(), []
+        bar = tqdm(
+            list(index_batches(n_items, batch_size, gen)),
+            desc=f"{stage} {epoch + 1}/{epochs}",
+            unit="batch",
+            leave=False,
+        )
+        for idx in bar:
+            losses.append(step(idx, gen))
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        seconds = time.perf_counter() - start
+        state.epoch = epoch + 1
+        mean_loss = float(np.mean(losses)) if losses else float("nan")
+        state.history.append(
+            {"stage": stage, "epoch": epoch + 1, "loss": mean_loss, "seconds": seconds}
+        )
+        tqdm.write(f"{stage} epoch {epoch + 1}/{epochs}: loss {mean_loss:.4f} ({seconds:.1f} s)")
+        save()

@@ -1,0 +1,74 @@
+"""Stage 2: deviation fine-tuning to a bipolar image score (eq. 8)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from siamese_ad.config import Config
+from siamese_ad.losses import deviation_loss, distillation_loss, stage_scores
+from siamese_ad.models.unet import TeacherStudentUNet
+from siamese_ad.training.loop import autocast, to_device
+from siamese_ad.training.stage1 import AnomalyPool
+
+STD_FLOOR = 1e-6
+
+
+@torch.inference_mode()
+def normal_statistics(
+    model: TeacherStudentUNet, normals: Tensor, cfg: Config, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """Mean and standard deviation of each stage's top-k score over normal images: two (n,)."""
+    model.eval()
+    scores = []
+    for chunk in normals.split(cfg.train.batch_size):
+        with autocast(device, cfg.train.bf16):
+            pair = model(to_device(chunk, device, cfg.train.channels_last))
+        scores.append(stage_scores(pair.teacher, pair.student, cfg.deviation.topk).float().cpu())
+    all_scores = torch.cat(scores)
+    std = all_scores.std(dim=0, unbiased=len(all_scores) > 1).clamp_min(STD_FLOOR)
+    return all_scores.mean(dim=0), std
+
+
+def set_statistics(model: TeacherStudentUNet, mean: Tensor, std: Tensor) -> None:
+    """Stores the normal statistics in the model, which makes the deviation score available."""
+    model.stage_mean.copy_(mean)
+    model.stage_std.copy_(std)
+    model.deviation_ready.fill_(True)
+
+
+class Stage2Step:
+    """One optimisation step on (normal, anomalous) pairs: L_dev + lambda_cos L_cos on normals."""
+
+    def __init__(
+        self,
+        model: TeacherStudentUNet,
+        optimizer: torch.optim.Optimizer,
+        normals: Tensor,
+        pool: AnomalyPool,
+        cfg: Config,
+        device: torch.device,
+    ) -> None:
+        self.model, self.optimizer, self.normals, self.pool = model, optimizer, normals, pool
+        self.cfg, self.device = cfg, device
+
+    def __call__(self, idx: Tensor, generator: torch.Generator) -> float:
+        cfg, n = self.cfg, len(idx)
+        normal = to_device(self.normals[idx], self.device, cfg.train.channels_last)
+        anomalous = to_device(self.pool.draw(n, generator), self.device, cfg.train.channels_last)
+        labels = torch.cat([torch.zeros(n), torch.ones(n)]).to(self.device)
+        self.model.train()
+        with autocast(self.device, cfg.train.bf16):
+            pair = self.model(torch.cat([normal, anomalous]))
+        raw = stage_scores(pair.teacher, pair.student, cfg.deviation.topk)
+        standardised = (raw - self.model.stage_mean) / self.model.stage_std
+        loss = deviation_loss(standardised, labels, cfg.deviation.target)
+        loss = loss + cfg.deviation.lambda_cos * distillation_loss(
+            [t[:n] for t in pair.teacher],
+            [s[:n] for s in pair.student],
+            cfg.train.distill_reduction,
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())

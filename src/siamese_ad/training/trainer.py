@@ -1,0 +1,141 @@
+"""`train`: reads the data, builds the U-Net and runs stage 1 then stage 2, resumable per epoch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from siamese_ad.config import Config
+from siamese_ad.data.dataset import ImageSet, load_images, read_category
+from siamese_ad.data.modality import image_loader
+from siamese_ad.data.splits import make_split
+from siamese_ad.data.synthesis import AnomalySynthesizer
+from siamese_ad.models.unet import TeacherStudentUNet, build_unet
+from siamese_ad.training.checkpoint import (
+    CheckpointError,
+    TrainingState,
+    load_model,
+    read_checkpoint,
+    save_checkpoint,
+)
+from siamese_ad.training.loop import STAGE_SALT, run_stage, seed_everything, select_device
+from siamese_ad.training.stage1 import AnomalyPool, Stage1Step
+from siamese_ad.training.stage2 import Stage2Step, normal_statistics, set_statistics
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def build_pool(normals: torch.Tensor, real: ImageSet | None, cfg: Config) -> AnomalyPool:
+    """Makes `synthesis.pool_size` synthetic anomalies from the normal images, plus real ones."""
+    arrays = [img.permute(1, 2, 0).numpy() for img in normals]
+    s = cfg.synthesis
+    synth = AnomalySynthesizer(
+        arrays,
+        object_type=cfg.data.object_type,
+        min_patches=s.min_patches,
+        max_patches=s.max_patches,
+        min_size=s.min_size,
+        max_size=s.max_size,
+        blend=s.blend,
+    )
+    rng = np.random.default_rng(cfg.train.seed * 1_000_003 + STAGE_SALT["pool"])
+    images, masks = [], []
+    for k in tqdm(range(s.pool_size), desc="synthesising anomalies", leave=False, unit="img"):
+        image, mask = synth(k % len(arrays), rng)
+        images.append(torch.from_numpy(image).permute(2, 0, 1))
+        masks.append(torch.from_numpy(mask))
+    pool_images, pool_masks = torch.stack(images), torch.stack(masks)
+    if real is not None and len(real):
+        pool_images = torch.cat([pool_images, real.images])
+        pool_masks = torch.cat([pool_masks, real.masks])
+    return AnomalyPool(pool_images, pool_masks)
+
+
+def _adam(model: TeacherStudentUNet, lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.Adam(params, lr=lr, betas=betas)
+
+
+def _resume(path: Path, cfg: Config, manifest: dict, device: torch.device):
+    payload = read_checkpoint(path)
+    model, _ = load_model(payload, path, expect=cfg)
+    if payload["manifest"] != manifest:
+        raise CheckpointError(
+            f"{path} was trained on other images than this configuration selects; "
+            "resume with the same data, --shots, --real-anomalies and --seed, or use a new --out."
+        )
+    raw = payload["state"]
+    state = TrainingState(raw["stage"], raw["epoch"], list(raw["history"]))
+    return model.to(device), state, payload["optimizer"]
+
+
+def train(cfg: Config, out_dir: str | Path, resume: bool = False) -> Path:
+    """Trains one category as `cfg` says; returns the checkpoint path.
+
+    A checkpoint is written after every epoch; `resume=True` continues from it.
+    """
+    cfg.validate()
+    out_dir = Path(out_dir)
+    ckpt = out_dir / CHECKPOINT
+    if ckpt.exists() and not resume:
+        raise CheckpointError(
+            f"{ckpt} exists: pass --resume to continue it, or choose another --out"
+        )
+    seed_everything(cfg.train.seed)
+    device = select_device(cfg.train.device)
+    data = read_category(cfg.data.root, cfg.data.format)
+    split = make_split(data, cfg.data.shots, cfg.data.real_anomalies, cfg.train.seed)
+    manifest = split.manifest.to_dict()
+    loader = image_loader(cfg.data, out_dir)
+    normals = load_images(split.train, cfg.data.image_size, loader, "training images").images
+    optimizer_state = None
+    if resume and ckpt.exists():
+        model, state, optimizer_state = _resume(ckpt, cfg, manifest, device)
+    else:
+        model, state = build_unet(cfg.model).to(device), TrainingState()
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg.to_yaml(out_dir / "config.yaml")
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    pool = None
+    if state.stage != "done" and (cfg.contrastive.enabled or cfg.deviation.enabled):
+        real = None
+        if split.anomalies:
+            real = load_images(split.anomalies, cfg.data.image_size, loader, "real anomalies")
+        pool = build_pool(normals, real, cfg)
+
+    def save(optimizer: torch.optim.Optimizer | None) -> None:
+        save_checkpoint(ckpt, model, cfg, state, manifest, optimizer)
+
+    if state.stage == "stage1":
+        opt = _adam(model, cfg.train.lr, cfg.train.betas)
+        if optimizer_state is not None:
+            opt.load_state_dict(optimizer_state)
+        step = Stage1Step(model, opt, normals, pool, cfg, device)
+        bs, seed = cfg.train.batch_size, cfg.train.seed
+        run_stage(
+            "stage1", cfg.train.epochs, state, len(normals), bs, seed, step, lambda: save(opt)
+        )
+        state.stage, state.epoch, optimizer_state = "stage2", 0, None
+        if not (cfg.deviation.enabled and cfg.deviation.epochs):
+            state.stage = "done"
+        save(None)
+    if state.stage == "stage2":
+        if state.epoch == 0:
+            set_statistics(model, *normal_statistics(model, normals, cfg, device))
+        opt = _adam(model, cfg.deviation.lr, cfg.train.betas)
+        if optimizer_state is not None:
+            opt.load_state_dict(optimizer_state)
+        step = Stage2Step(model, opt, normals, pool, cfg, device)
+        bs, seed = cfg.train.batch_size, cfg.train.seed
+        run_stage(
+            "stage2", cfg.deviation.epochs, state, len(normals), bs, seed, step, lambda: save(opt)
+        )
+        state.stage = "done"
+        save(None)
+    return ckpt
