@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from siamese_ad.config import PRESETS, Config, ConfigError, preset
-from siamese_ad.data.sample import DataError
 
 EPILOG = "Docs and examples: README.md. Every command prints where it wrote its results."
 
@@ -84,9 +83,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate", help="score the test split; metrics.json, scores.csv, PNGs", epilog=EPILOG
     )
-    p.add_argument("--checkpoint", required=True, help="checkpoint.pt written by train")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="train's --out run folder (any modality, rgbd included) or its checkpoint.pt",
+    )
     p.add_argument("--data", help="category folder (default: the one trained on)")
-    p.add_argument("--out", help="results folder (default: <checkpoint folder>/eval)")
+    p.add_argument("--out", help="results folder (default: <run folder>/eval)")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--no-heatmaps", action="store_true", help="skip the per-image PNG panels")
@@ -97,10 +100,24 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         "predict", help="score new images: scores.csv and heat-map PNGs", epilog=EPILOG
     )
     p.add_argument("inputs", nargs="+", help="image files and/or folders of images")
-    p.add_argument("--checkpoint", required=True, help="checkpoint.pt written by train")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="checkpoint.pt written by train")
+    source.add_argument(
+        "--model", help="model.onnx written by export (runs with onnxruntime, without torch)"
+    )
     p.add_argument("--out", required=True, help="results folder")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="with --checkpoint: auto, cpu, cuda")
     p.add_argument("--batch-size", type=int)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export", help="write a checkpoint as one ONNX or TorchScript graph", epilog=EPILOG
+    )
+    p.add_argument("--checkpoint", required=True, help="checkpoint.pt written by train")
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    p.add_argument("--out", required=True, help="model file to write (metadata: same name .json)")
+    p.add_argument("--weights", help="teacher weights override: imagenet, none or a file")
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
@@ -125,6 +142,45 @@ def _add_synth_preview(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def _add_benchmark(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "benchmark",
+        help="train and evaluate every category x setup x modality; results tables and report",
+        epilog=EPILOG,
+    )
+    p.add_argument("--data", required=True, help="data set folder (for folder: one category)")
+    p.add_argument("--dataset", choices=["mvtec", "mvtec3d", "folder"], required=True)
+    p.add_argument("--categories", default="all", help="all, or comma-separated category names")
+    p.add_argument("--setups", default="full,16shot", help="comma-separated: full, <k>shot")
+    p.add_argument("--modality", default="rgb", help="comma-separated: rgb, depth (mvtec3d)")
+    p.add_argument("--out", required=True, help="benchmark folder; finished cells are skipped")
+    p.add_argument(
+        "--preset", choices=sorted(PRESETS), default="cpu", help="defaults to start from"
+    )
+    p.add_argument("--config", help="a YAML config (instead of --preset)")
+    p.add_argument("--epochs", type=int, help="stage-1 epochs")
+    p.add_argument("--deviation-epochs", type=int, help="stage-2 epochs")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--no-heatmaps", action="store_true", help="skip the per-image PNG panels")
+
+
+def _benchmark_config(args: argparse.Namespace) -> Config:
+    """A benchmark's base config: preset or YAML, then --epochs, --deviation-epochs, --device."""
+    cfg = Config.from_yaml(args.config) if args.config else preset(args.preset)
+    for section, key, value in (
+        ("train", "epochs", args.epochs),
+        ("deviation", "epochs", args.deviation_epochs),
+        ("train", "device", args.device),
+    ):
+        if value is not None:
+            setattr(getattr(cfg, section), key, value)
+    return cfg.validate()
+
+
+def _split_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="siamese-ad",
@@ -133,7 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_evaluate, _add_predict, _add_demo, _add_synth_preview):
+    for add in (
+        _add_train,
+        _add_evaluate,
+        _add_predict,
+        _add_export,
+        _add_demo,
+        _add_synth_preview,
+        _add_benchmark,
+    ):
         add(sub)
     return parser
 
@@ -155,21 +219,47 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "evaluate":
         from siamese_ad.evaluation.evaluate import evaluate
 
-        out = Path(args.out or Path(args.checkpoint).parent / "eval")
+        run_dir = Path(args.checkpoint)
+        out = Path(args.out or (run_dir if run_dir.is_dir() else run_dir.parent) / "eval")
         result = evaluate(
             args.checkpoint, out, args.data, args.device, args.batch_size, not args.no_heatmaps
         )
         _print_metrics(result, out)
+    elif args.command == "predict" and args.model:
+        from siamese_ad.evaluation.onnx_predict import predict_onnx
+
+        rows = predict_onnx(args.model, args.inputs, args.out, args.batch_size)
+        print(f"scored {len(rows)} images: {Path(args.out) / 'scores.csv'}")
     elif args.command == "predict":
         from siamese_ad.evaluation.predict import predict
 
         rows = predict(args.checkpoint, args.inputs, args.out, args.device, args.batch_size)
         print(f"scored {len(rows)} images: {Path(args.out) / 'scores.csv'}")
+    elif args.command == "export":
+        from siamese_ad.export import export_model, metadata_path
+
+        path = export_model(args.checkpoint, args.out, args.format, args.weights)
+        print(f"model: {path} (metadata: {metadata_path(path)})")
     elif args.command == "demo":
         from siamese_ad.demo import run_demo
 
         result, out = run_demo(args.out, epochs=args.epochs, device=args.device)
         _print_metrics(result, out)
+    elif args.command == "benchmark":
+        from siamese_ad.evaluation.benchmark import run_benchmark
+
+        categories = "all" if args.categories == "all" else _split_list(args.categories)
+        rows = run_benchmark(
+            args.data,
+            args.dataset,
+            categories,
+            _split_list(args.setups),
+            _split_list(args.modality),
+            args.out,
+            _benchmark_config(args),
+            heatmaps=not args.no_heatmaps,
+        )
+        print(f"results: {Path(args.out) / 'results.md'} ({len(rows)} rows), report.html beside it")
     elif args.command == "synth-preview":
         from siamese_ad.reporting.synth_preview import synth_preview
 
@@ -188,11 +278,11 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from siamese_ad.training.checkpoint import CheckpointError
-
     try:
         return run(args)
-    except (ConfigError, DataError, CheckpointError) as err:
+    except (ValueError, RuntimeError) as err:  # config, data, checkpoint and weights errors
+        if isinstance(err, RuntimeError) and type(err).__name__ != "WeightsUnavailableError":
+            raise
         print(f"siamese-ad {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

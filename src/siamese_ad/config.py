@@ -7,7 +7,9 @@ sized to train a category in minutes on two CPU cores).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,32 @@ class ConfigError(ValueError):
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{name}={value!r} is not valid; choose one of {', '.join(choices)}")
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    """`value` as the type of the field's `default`, or a ConfigError naming the field."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            with contextlib.suppress(ValueError):
+                value = float(value)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, tuple):
+        ok = isinstance(value, (list, tuple)) and len(value) == len(default)
+        if ok:
+            value = tuple(_coerce(name, v, d) for v, d in zip(value, default, strict=True))
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ConfigError(
+            f"{name}={value!r} has the wrong type; expected {type(default).__name__} "
+            f"like {default!r}"
+        )
+    return value
 
 
 def _check_positive(name: str, value: float, allow_zero: bool = False) -> None:
@@ -40,6 +68,7 @@ class DataConfig:
     shots: int = 0  # 0 = every normal training image; k > 0 = a seeded choice of k
     real_anomalies: int = 0  # anomalous test images per defect type moved into training
     object_type: str = "auto"  # auto | texture | object: where synthetic anomalies may go
+    validation_fraction: float = 0.1  # normal training images held out to choose thresholds
 
     def validate(self) -> None:
         _check_choice("data.format", self.format, ("mvtec", "folder", "mvtec3d"))
@@ -49,6 +78,14 @@ class DataConfig:
             raise ConfigError(f"data.image_size={self.image_size} must be a multiple of 32, >= 32")
         _check_positive("data.shots", self.shots, allow_zero=True)
         _check_positive("data.real_anomalies", self.real_anomalies, allow_zero=True)
+        if not 0.0 <= self.validation_fraction < 0.5:
+            raise ConfigError(
+                f"data.validation_fraction={self.validation_fraction} must be in [0, 0.5)"
+            )
+
+
+BACKBONES = ("wide_resnet50_2", "resnet18", "efficientnet_lite0")  # models.teacher.TEACHERS
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 @dataclass
@@ -62,6 +99,7 @@ class ModelConfig:
     decoder_blocks: int = 2  # residual blocks per student decoder stage
 
     def validate(self) -> None:
+        _check_choice("model.backbone", self.backbone, BACKBONES)
         _check_choice("model.cpam_fusion", self.cpam_fusion, ("gated", "literal"))
         _check_positive("model.decoder_blocks", self.decoder_blocks)
 
@@ -84,6 +122,9 @@ class TrainConfig:
         _check_positive("train.epochs", self.epochs)
         _check_positive("train.batch_size", self.batch_size)
         _check_positive("train.lr", self.lr)
+        _check_positive("train.seed", self.seed, allow_zero=True)
+        if not _DEVICE.fullmatch(self.device):
+            raise ConfigError(f"train.device={self.device!r} is not valid; use auto, cpu, cuda:N")
         if not all(0.0 <= b < 1.0 for b in self.betas) or len(self.betas) != 2:
             raise ConfigError(f"train.betas={self.betas!r} must be two numbers in [0, 1)")
         _check_choice("train.distill_reduction", self.distill_reduction, ("flatten", "pixel"))
@@ -125,6 +166,7 @@ class DeviationConfig:
         _check_positive("deviation.target", self.target)
         if not 0.0 < self.topk <= 1.0:
             raise ConfigError(f"deviation.topk={self.topk} must be in (0, 1]")
+        _check_positive("deviation.lambda_cos", self.lambda_cos, allow_zero=True)
 
 
 @dataclass
@@ -153,9 +195,14 @@ class ScoringConfig:
 
     sigma: float = 4.0  # Gaussian blur of the anomaly map, in pixels
     image_score: str = "auto"  # auto (deviation after stage 2, else max) | max | deviation
+    threshold_quantile: float = 0.99  # of normal validation scores, when no anomaly to fit F1
 
     def validate(self) -> None:
         _check_positive("scoring.sigma", self.sigma, allow_zero=True)
+        if not 0.5 <= self.threshold_quantile <= 1.0:
+            raise ConfigError(
+                f"scoring.threshold_quantile={self.threshold_quantile} must be in [0.5, 1]"
+            )
         _check_choice("scoring.image_score", self.image_score, ("auto", "max", "deviation"))
 
 
@@ -184,23 +231,29 @@ class Config:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Config:
-        """Builds a config from nested dicts, rejecting unknown sections and keys."""
+        """Builds a config from nested dicts, rejecting unknown sections, keys and wrong types."""
+        if raw is not None and not isinstance(raw, dict):
+            raise ConfigError("a config must be a mapping of sections (data, model, train, ...)")
         sections = {f.name: f for f in fields(cls)}
         kwargs = {}
         for name, values in (raw or {}).items():
             if name not in sections:
                 raise ConfigError(f"unknown config section {name!r}; valid: {', '.join(sections)}")
-            section_cls = type(getattr(cls(), name))
-            valid = {f.name for f in fields(section_cls)}
+            defaults = getattr(cls(), name)
+            if values is not None and not isinstance(values, dict):
+                raise ConfigError(f"config section {name!r} must be a mapping of keys to values")
+            valid = {f.name for f in fields(defaults)}
             unknown = set(values or {}) - valid
             if unknown:
                 raise ConfigError(
                     f"unknown key(s) {sorted(unknown)} in section {name!r}; valid: {sorted(valid)}"
                 )
-            values = dict(values or {})
-            if "betas" in values:
-                values["betas"] = tuple(values["betas"])
-            kwargs[name] = section_cls(**values)
+            kwargs[name] = type(defaults)(
+                **{
+                    key: _coerce(f"{name}.{key}", value, getattr(defaults, key))
+                    for key, value in (values or {}).items()
+                }
+            )
         return cls(**kwargs).validate()
 
     def to_yaml(self, path: str | Path) -> None:

@@ -71,7 +71,8 @@ def _check_stages(loss: str, **groups: Sequence[Tensor]) -> int:
     if n == 0:
         raise ValueError(f"{loss}: no stages given")
     for i in range(n):
-        shapes = {name: tuple(group[i].shape) for name, group in groups.items()}
+        # int(): while tracing for ONNX export the sizes are 0-d tensors, hashed by identity
+        shapes = {name: tuple(int(d) for d in group[i].shape) for name, group in groups.items()}
         if len(set(shapes.values())) != 1:
             raise ValueError(f"{loss}: stage {i} shapes differ: {shapes}")
     return n

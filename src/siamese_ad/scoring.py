@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from siamese_ad.config import ScoringConfig
+from siamese_ad.config import ConfigError, ScoringConfig
 from siamese_ad.losses import cosine_distance, stage_scores
 from siamese_ad.models.unet import FeaturePair, TeacherStudentUNet
 
@@ -21,8 +21,18 @@ def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> Tensor:
     return kernel / kernel.sum()
 
 
+def _symmetric_index(n: int, r: int, device: torch.device) -> Tensor:
+    """Indices that pad a length-n axis by r on each side as scipy's mode="reflect" does.
+
+    scipy's "reflect" repeats the edge sample (d c b a | a b c d | d c b a), unlike torch's
+    "reflect" pad (scipy's "mirror"); the pattern repeats with period 2n, so any r works.
+    """
+    i = torch.arange(-r, n + r, device=device) % (2 * n)
+    return torch.where(i < n, i, 2 * n - 1 - i)
+
+
 class GaussianBlur(nn.Module):
-    """Separable Gaussian blur with reflected borders: (B, H, W) -> (B, H, W)."""
+    """Separable Gaussian blur (B, H, W) -> (B, H, W), as gaussian_filter(mode="reflect")."""
 
     def __init__(self, sigma: float) -> None:
         super().__init__()
@@ -33,9 +43,11 @@ class GaussianBlur(nn.Module):
         if not self.enabled:
             return maps
         r = self.kernel.numel() // 2
+        height, width = maps.shape[-2:]
         x = maps.unsqueeze(1)
-        x = F.pad(x, (r, r, r, r), mode="reflect" if min(x.shape[-2:]) > r else "replicate")
+        x = x.index_select(3, _symmetric_index(width, r, maps.device))
         x = F.conv2d(x, self.kernel.view(1, 1, 1, -1))
+        x = x.index_select(2, _symmetric_index(height, r, maps.device))
         x = F.conv2d(x, self.kernel.view(1, 1, -1, 1))
         return x.squeeze(1)
 
@@ -99,7 +111,7 @@ class AnomalyScorer(nn.Module):
             deviation = ((raw - self.model.stage_mean) / self.model.stage_std).mean(dim=1)
         if self.uses_deviation():
             if deviation is None:
-                raise ValueError(
+                raise ConfigError(
                     "scoring.image_score=deviation needs a model fine-tuned by stage 2; "
                     "use image_score=max or train with the deviation stage enabled"
                 )

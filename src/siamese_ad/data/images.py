@@ -8,31 +8,10 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from siamese_ad.data.decode import IMAGE_SUFFIXES, list_images, open_image, read_rgb
 from siamese_ad.data.sample import DataError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-
-def _open(path: Path) -> Image.Image:
-    try:
-        img = Image.open(path)
-        img.load()
-    except (OSError, UnidentifiedImageError) as err:
-        raise DataError(
-            f"cannot read image {path}: {err}. Replace or remove the file "
-            f"(readable formats: {', '.join(IMAGE_SUFFIXES)})."
-        ) from err
-    return img
-
-
-def _to_rgb_uint8(img: Image.Image) -> np.ndarray:
-    """Any PIL mode (1, L, P, RGB, RGBA, LA, CMYK, I;16, I, F) -> (H, W, 3) uint8."""
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if arr.max(initial=0) > 255 or img.mode.startswith("I;16") else 255.0
-        gray = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return np.repeat(gray[:, :, None], 3, axis=2)
-    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+__all__ = ["IMAGE_SUFFIXES", "image_size_of", "list_images", "load_image", "load_mask"]
 
 
 def image_size_of(path: Path) -> tuple[int, int]:
@@ -50,13 +29,8 @@ def load_image(path: str | Path, size: int) -> tuple[torch.Tensor, tuple[int, in
     Returns:
         A (3, size, size) uint8 tensor and the original (height, width).
     """
-    path = Path(path)
-    img = _open(path)
-    rgb = _to_rgb_uint8(img)
-    original = rgb.shape[:2]
-    if original != (size, size):
-        rgb = np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR))
-    return torch.from_numpy(np.array(rgb, copy=True)).permute(2, 0, 1).contiguous(), original
+    rgb, original = read_rgb(path, size)
+    return torch.from_numpy(rgb).permute(2, 0, 1).contiguous(), original
 
 
 def load_mask(
@@ -68,7 +42,7 @@ def load_mask(
         A (size, size) bool tensor.
     """
     path = Path(path)
-    img = _open(path)
+    img = open_image(path)
     if (img.height, img.width) != tuple(image_hw):
         raise DataError(
             f"mask {path} is {img.width}x{img.height} but its image {image_path} is "
@@ -79,8 +53,3 @@ def load_mask(
         pil = Image.fromarray(arr.astype(np.uint8) * 255)
         arr = np.asarray(pil.resize((size, size), Image.Resampling.NEAREST)) > 0
     return torch.from_numpy(np.ascontiguousarray(arr))
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files directly inside `folder`, sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())

@@ -30,7 +30,7 @@ def depth_loader(cache_dir: Path) -> ImageLoader:
             depth = np.asarray(
                 Image.fromarray(depth).resize((size, size), Image.Resampling.BILINEAR)
             )
-        return torch.from_numpy(np.ascontiguousarray(depth)).permute(2, 0, 1).contiguous(), original
+        return torch.from_numpy(np.array(depth)).permute(2, 0, 1).contiguous(), original
 
     return load
 

@@ -9,6 +9,8 @@ import numpy as np
 
 from siamese_ad.data.sample import CategoryData, DataError, Sample
 
+VALIDATION_SALT = 5  # keeps the validation draw independent of the few-shot draw
+
 
 @dataclass
 class SplitManifest:
@@ -17,17 +19,27 @@ class SplitManifest:
     Attributes:
         train: normal training images.
         anomalies: real anomalous images moved from the test split into the training pool.
+        validation: images that choose the decision thresholds (never trained on, never tested).
     """
 
     train: list[str] = field(default_factory=list)
     anomalies: list[str] = field(default_factory=list)
+    validation: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, list[str]]:
-        return {"train": list(self.train), "anomalies": list(self.anomalies)}
+        return {
+            "train": list(self.train),
+            "anomalies": list(self.anomalies),
+            "validation": list(self.validation),
+        }
 
     @classmethod
     def from_dict(cls, raw: dict[str, list[str]]) -> SplitManifest:
-        return cls(train=list(raw.get("train", [])), anomalies=list(raw.get("anomalies", [])))
+        return cls(
+            train=list(raw.get("train", [])),
+            anomalies=list(raw.get("anomalies", [])),
+            validation=list(raw.get("validation", [])),
+        )
 
     def trained_on(self) -> set[str]:
         return set(self.train) | set(self.anomalies)
@@ -43,22 +55,51 @@ def relative_key(sample: Sample, root: Path) -> str:
 
 @dataclass
 class Split:
-    """Normal training images, real anomalies for training, and the images to score."""
+    """Normal training images, real anomalies for training, the images to score, validation."""
 
     train: list[Sample]
     anomalies: list[Sample]
     test: list[Sample]
     manifest: SplitManifest
+    validation: list[Sample] = field(default_factory=list)
 
 
-def make_split(data: CategoryData, shots: int, real_anomalies: int, seed: int) -> Split:
-    """Chooses the training images (all, or a seeded `shots`) and `real_anomalies` per defect type.
+def hold_out_validation(
+    data: CategoryData, fraction: float, seed: int
+) -> tuple[list[Sample], list[Sample]]:
+    """(train, validation): the data set's own validation split when it has one, else a seeded
+    `fraction` of the normal training images (at least one when fraction > 0) held out of train.
+    """
+    if data.validation:
+        return list(data.train), list(data.validation)
+    count = round(fraction * len(data.train))
+    count = max(count, 1) if fraction > 0 else 0
+    if count and count >= len(data.train):
+        raise DataError(
+            f"{data.root} has {len(data.train)} normal training image(s): too few to hold out "
+            f"{count} for validation; lower data.validation_fraction (0 disables it)"
+        )
+    rng = np.random.default_rng([seed, VALIDATION_SALT])
+    chosen = {int(i) for i in rng.choice(len(data.train), size=count, replace=False)}
+    train = [s for i, s in enumerate(data.train) if i not in chosen]
+    return train, [s for i, s in enumerate(data.train) if i in chosen]
+
+
+def make_split(
+    data: CategoryData,
+    shots: int,
+    real_anomalies: int,
+    seed: int,
+    validation_fraction: float = 0.0,
+) -> Split:
+    """Chooses the training images (all, or a seeded `shots`) and `real_anomalies` per defect type,
+    after holding out the validation images (see `hold_out_validation`).
 
     Raises:
         DataError: fewer normal images than `shots`, or a defect type with no image left to score.
     """
     rng = np.random.default_rng(seed)
-    train = list(data.train)
+    train, validation = hold_out_validation(data, validation_fraction, seed)
     if shots:
         if shots > len(train):
             raise DataError(
@@ -80,9 +121,10 @@ def make_split(data: CategoryData, shots: int, real_anomalies: int, seed: int) -
     manifest = SplitManifest(
         train=[relative_key(s, data.root) for s in train],
         anomalies=[relative_key(s, data.root) for s in anomalies],
+        validation=[relative_key(s, data.root) for s in validation],
     )
     test = exclude_trained(data.test, manifest, data.root)
-    return Split(train, anomalies, test, manifest)
+    return Split(train, anomalies, test, manifest, validation)
 
 
 def exclude_trained(samples: list[Sample], manifest: SplitManifest, root: Path) -> list[Sample]:

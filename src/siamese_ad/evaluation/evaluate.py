@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,10 @@ import numpy as np
 from siamese_ad import metrics
 from siamese_ad.data.dataset import ImageSet, load_images, read_category
 from siamese_ad.data.modality import image_loader
+from siamese_ad.data.sample import DataError
 from siamese_ad.data.splits import SplitManifest, exclude_trained
 from siamese_ad.evaluation.inference import Detector, Inference
+from siamese_ad.evaluation.thresholds import Thresholds, thresholds_for
 
 
 def _auroc_or_none(scores: np.ndarray | None, labels: np.ndarray) -> float | None:
@@ -96,10 +99,23 @@ def evaluate(
 ) -> dict[str, Any]:
     """Scores the test split of the checkpoint's category (or `data_root`) and writes
     metrics.json, scores.csv and, when `heatmaps`, one PNG panel per test image under heatmaps/.
+
+    `checkpoint` is a checkpoint.pt or a run folder (train's --out). An rgbd run (its folder or
+    its rgbd.json) is scored by both branches, fused (evaluation/fusion.py).
     """
     from siamese_ad.reporting.heatmaps import write_panels
+    from siamese_ad.reporting.report import write_eval_report
+    from siamese_ad.training.multimodal import find_rgbd_manifest
+    from siamese_ad.training.trainer import CHECKPOINT
 
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    rgbd = find_rgbd_manifest(checkpoint)
+    if rgbd is not None:
+        from siamese_ad.evaluation.fusion import evaluate_rgbd
+
+        return evaluate_rgbd(rgbd, out_dir, data_root, device, batch_size, heatmaps)
+    if checkpoint.is_dir():
+        checkpoint = checkpoint / CHECKPOINT
     detector = Detector.load(checkpoint, device)
     cfg = detector.cfg
     root = Path(data_root or cfg.data.root)
@@ -116,8 +132,22 @@ def evaluate(
     )
     result["checkpoint"] = checkpoint.as_posix()
     result["data"] = root.as_posix()
-    atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=2))
+    thresholds = _thresholds_or_none(checkpoint, detector, root, batch_size)
+    result["thresholds"] = None if thresholds is None else thresholds.to_dict()
     write_scores_csv(out_dir / "scores.csv", images, inference, root)
-    if heatmaps:
-        write_panels(out_dir / "heatmaps", images, inference.maps)
+    panels = write_panels(out_dir / "heatmaps", images, inference.maps) if heatmaps else None
+    write_eval_report(out_dir, result, images, inference, thresholds, panels)
+    atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=2))  # last: finished
     return result
+
+
+def _thresholds_or_none(
+    checkpoint: Path, detector: Detector, root: Path, batch_size: int | None
+) -> Thresholds | None:
+    """The checkpoint's validation thresholds (calibrated now when missing), None without
+    validation images (data.validation_fraction 0 on a data set with no validation split)."""
+    try:
+        return thresholds_for(checkpoint, detector, root, batch_size)
+    except DataError as err:
+        warnings.warn(f"no decision thresholds: {err}", stacklevel=2)
+        return None

@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-import csv
+import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from siamese_ad.data.dataset import load_images
-from siamese_ad.data.images import list_images
+from siamese_ad.data.decode import collect_images
 from siamese_ad.data.sample import DataError, Sample
 from siamese_ad.evaluation.inference import Detector
-from siamese_ad.reporting.heatmaps import colour_range, panel
+from siamese_ad.evaluation.thresholds import thresholds_for
+from siamese_ad.reporting.predictions import mask_paths, write_mask, write_predictions
 
-
-def collect_images(inputs: list[str | Path]) -> list[Path]:
-    """Expands folders into their images; keeps files as given; rejects missing paths."""
-    paths: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            found = list_images(item)
-            if not found:
-                raise DataError(f"folder {item} holds no images (png, jpg, bmp, tif, webp)")
-            paths += found
-        elif item.is_file():
-            paths.append(item)
-        else:
-            raise DataError(f"{item} does not exist; give image files or folders of images")
-    return paths
+__all__ = ["collect_images", "predict"]
 
 
 def predict(
@@ -38,32 +24,30 @@ def predict(
     device: str = "auto",
     batch_size: int | None = None,
 ) -> list[dict]:
-    """Writes scores.csv and one heat-map PNG per image under out_dir/heatmaps; returns the rows."""
-    out_dir = Path(out_dir)
+    """Writes scores.csv and one heat-map PNG per image under out_dir/heatmaps; returns the rows.
+
+    With the checkpoint's validation thresholds (evaluation/thresholds.py, calibrated now when
+    missing) each row also holds `anomalous` (score > image threshold), `normalised_score` (in
+    (0, 1), 0.5 at the threshold) and `mask`: heatmaps/NNNNN_<stem>_mask.png, 255 where the map
+    > pixel threshold, at the model's input size. Without validation images these are left out.
+    """
     detector = Detector.load(checkpoint, device)
     paths = collect_images(inputs)
     images = load_images([Sample(p, 0) for p in paths], detector.cfg.data.image_size, desc="images")
     inference = detector.run(images.images, batch_size)
-    heat_dir = out_dir / "heatmaps"
-    heat_dir.mkdir(parents=True, exist_ok=True)
-    vmin, vmax = colour_range(inference.maps)
-    rows = []
-    for i, path in enumerate(paths):
-        picture = panel(
-            images.images[i].permute(1, 2, 0).numpy(), inference.maps[i], vmin, vmax, None
-        )
-        heatmap = heat_dir / f"{i:05d}_{path.stem}.png"
-        Image.fromarray(picture).save(heatmap)
-        rows.append(
-            {
-                "image": path.as_posix(),
-                "score": float(inference.scores[i]),
-                "heatmap": heatmap.as_posix(),
-            }
-        )
-    with (out_dir / "scores.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    np.save(out_dir / "maps.npy", inference.maps.astype(np.float16))
+    pictures = images.images.permute(0, 2, 3, 1).numpy()
+    try:
+        thresholds = thresholds_for(checkpoint, detector, batch_size=batch_size)
+    except DataError as err:
+        warnings.warn(f"no decision thresholds, scores only: {err}", stacklevel=2)
+        return write_predictions(out_dir, paths, pictures, inference.maps, inference.scores)
+    masks = mask_paths(out_dir, paths)
+    extra = {
+        "anomalous": thresholds.decide(inference.scores),
+        "normalised_score": thresholds.normalise(inference.scores),
+        "mask": np.array([m.as_posix() for m in masks]),
+    }
+    rows = write_predictions(out_dir, paths, pictures, inference.maps, inference.scores, extra)
+    for path, amap in zip(masks, inference.maps, strict=True):
+        write_mask(path, amap > thresholds.pixel)
     return rows

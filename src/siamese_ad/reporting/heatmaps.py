@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 import numpy as np
 from PIL import Image
 
-from siamese_ad.data.dataset import ImageSet
+if TYPE_CHECKING:  # torch-free at run time: the ONNX predict path uses panel()
+    from siamese_ad.data.dataset import ImageSet
 
 OVERLAY_ALPHA = 0.5
 _LUT = (matplotlib.colormaps["jet"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)

@@ -12,12 +12,9 @@ import torch
 
 from siamese_ad.config import Config, ConfigError
 from siamese_ad.models.unet import TeacherStudentUNet, build_unet
+from siamese_ad.training.errors import CheckpointError
 
 FORMAT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is unreadable or does not fit; the message names the file and the fix."""
 
 
 @dataclass

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from siamese_ad.training import distributed
 from siamese_ad.training.checkpoint import TrainingState
 
 STAGE_SALT = {"stage1": 1, "stage2": 2, "stats": 3, "pool": 4}
@@ -53,9 +54,10 @@ def to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -
 
 
 def index_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Shuffled index batches; a trailing batch of one is dropped (BatchNorm needs two)."""
+    """Shuffled index batches; a trailing batch of one is dropped (BatchNorm needs two), and
+    under torchrun one smaller than the number of processes (each needs an image)."""
     for idx in torch.randperm(n, generator=generator).split(batch_size):
-        if len(idx) > 1 or n == 1:
+        if len(idx) >= max(2, distributed.world_size()) or n == 1:
             yield idx
 
 
@@ -83,6 +85,7 @@ def run_stage(
             desc=f"{stage} {epoch + 1}/{epochs}",
             unit="batch",
             leave=False,
+            disable=not distributed.is_main(),
         )
         for idx in bar:
             losses.append(step(idx, gen))
@@ -93,5 +96,7 @@ def run_stage(
         state.history.append(
             {"stage": stage, "epoch": epoch + 1, "loss": mean_loss, "seconds": seconds}
         )
-        tqdm.write(f"{stage} epoch {epoch + 1}/{epochs}: loss {mean_loss:.4f} ({seconds:.1f} s)")
-        save()
+        if distributed.is_main():  # under torchrun only rank 0 logs and writes
+            done = f"{stage} epoch {epoch + 1}/{epochs}"
+            tqdm.write(f"{done}: loss {mean_loss:.4f} ({seconds:.1f} s)")
+            save()

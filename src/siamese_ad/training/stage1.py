@@ -12,6 +12,7 @@ from torch import Tensor
 from siamese_ad.config import Config
 from siamese_ad.losses import contrastive_loss, distillation_loss
 from siamese_ad.models.unet import TeacherStudentUNet
+from siamese_ad.training import distributed
 from siamese_ad.training.loop import autocast, to_device
 
 
@@ -72,10 +73,11 @@ class Stage1Step:
         if con.enabled:
             batch.append(rotate_batch(normal, con.rotation, generator))
             batch.append(to_device(self.pool.draw(len(idx), generator), self.device, False))
+        batch = [distributed.shard(part) for part in batch]  # this process's slice (torchrun)
         self.model.train()
         with autocast(self.device, cfg.train.bf16):
-            pair = self.model(torch.cat(batch) if len(batch) > 1 else normal)
-        n = len(idx)
+            pair = self.model(torch.cat(batch) if len(batch) > 1 else batch[0])
+        n = len(batch[0])
         loss = con.lambda_cos * distillation_loss(
             [t[:n] for t in pair.teacher],
             [s[:n] for s in pair.student],
@@ -86,7 +88,9 @@ class Stage1Step:
             loss = loss + con.lambda_con * contrastive_loss(
                 s_n, s_aug, s_a, con.margin, con.reduction
             )
+        loss = loss * distributed.loss_weight(n, len(idx))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        distributed.average_gradients(self.model)
         self.optimizer.step()
-        return float(loss.detach())
+        return distributed.mean_over_ranks(loss)

@@ -8,6 +8,7 @@ from torch import Tensor
 from siamese_ad.config import Config
 from siamese_ad.losses import deviation_loss, distillation_loss, stage_scores
 from siamese_ad.models.unet import TeacherStudentUNet
+from siamese_ad.training import distributed
 from siamese_ad.training.loop import autocast, to_device
 from siamese_ad.training.stage1 import AnomalyPool
 
@@ -53,9 +54,13 @@ class Stage2Step:
         self.cfg, self.device = cfg, device
 
     def __call__(self, idx: Tensor, generator: torch.Generator) -> float:
-        cfg, n = self.cfg, len(idx)
+        cfg = self.cfg
         normal = to_device(self.normals[idx], self.device, cfg.train.channels_last)
-        anomalous = to_device(self.pool.draw(n, generator), self.device, cfg.train.channels_last)
+        anomalous = to_device(
+            self.pool.draw(len(idx), generator), self.device, cfg.train.channels_last
+        )
+        normal, anomalous = distributed.shard(normal), distributed.shard(anomalous)  # torchrun
+        n = len(normal)
         labels = torch.cat([torch.zeros(n), torch.ones(n)]).to(self.device)
         self.model.train()
         with autocast(self.device, cfg.train.bf16):
@@ -68,7 +73,9 @@ class Stage2Step:
             [s[:n] for s in pair.student],
             cfg.train.distill_reduction,
         )
+        loss = loss * distributed.loss_weight(n, len(idx))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        distributed.average_gradients(self.model)
         self.optimizer.step()
-        return float(loss.detach())
+        return distributed.mean_over_ranks(loss)

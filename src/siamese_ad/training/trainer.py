@@ -10,11 +10,13 @@ import torch
 from tqdm import tqdm
 
 from siamese_ad.config import Config
-from siamese_ad.data.dataset import ImageSet, load_images, read_category
+from siamese_ad.data.dataset import ImageLoader, ImageSet, load_images, read_category
 from siamese_ad.data.modality import image_loader
+from siamese_ad.data.sample import Sample
 from siamese_ad.data.splits import make_split
 from siamese_ad.data.synthesis import AnomalySynthesizer
 from siamese_ad.models.unet import TeacherStudentUNet, build_unet
+from siamese_ad.training import distributed
 from siamese_ad.training.checkpoint import (
     CheckpointError,
     TrainingState,
@@ -73,12 +75,29 @@ def _resume(path: Path, cfg: Config, manifest: dict, device: torch.device):
     return model.to(device), state, payload["optimizer"]
 
 
+def _reference_normals(
+    validation: list[Sample], normals: torch.Tensor, cfg: Config, loader: ImageLoader
+) -> torch.Tensor:
+    """(N, 3, S, S) uint8 normal images the deviation statistics come from: the validation images
+    (held out of training) when there are any, else the training images."""
+    if not validation:
+        return normals
+    return load_images(validation, cfg.data.image_size, loader, "validation images").images
+
+
 def train(cfg: Config, out_dir: str | Path, resume: bool = False) -> Path:
     """Trains one category as `cfg` says; returns the checkpoint path.
 
-    A checkpoint is written after every epoch; `resume=True` continues from it.
+    A checkpoint is written after every epoch; `resume=True` continues from it. With
+    data.modality "rgbd" an RGB and a depth model are trained in out_dir/rgb and out_dir/depth
+    (training/multimodal.py) and the returned path is the run's rgbd.json.
     """
     cfg.validate()
+    if cfg.data.modality == "rgbd":
+        from siamese_ad.training.multimodal import RGBD_MANIFEST, train_rgbd
+
+        train_rgbd(cfg, out_dir, resume)
+        return Path(out_dir) / RGBD_MANIFEST
     out_dir = Path(out_dir)
     ckpt = out_dir / CHECKPOINT
     if ckpt.exists() and not resume:
@@ -86,9 +105,11 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False) -> Path:
             f"{ckpt} exists: pass --resume to continue it, or choose another --out"
         )
     seed_everything(cfg.train.seed)
-    device = select_device(cfg.train.device)
+    device = distributed.init_from_env(select_device(cfg.train.device))  # torchrun: rank's device
     data = read_category(cfg.data.root, cfg.data.format)
-    split = make_split(data, cfg.data.shots, cfg.data.real_anomalies, cfg.train.seed)
+    split = make_split(
+        data, cfg.data.shots, cfg.data.real_anomalies, cfg.train.seed, cfg.data.validation_fraction
+    )
     manifest = split.manifest.to_dict()
     loader = image_loader(cfg.data, out_dir)
     normals = load_images(split.train, cfg.data.image_size, loader, "training images").images
@@ -99,9 +120,11 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False) -> Path:
         model, state = build_unet(cfg.model).to(device), TrainingState()
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    model = distributed.prepare_model(model)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cfg.to_yaml(out_dir / "config.yaml")
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    if distributed.is_main():
+        cfg.to_yaml(out_dir / "config.yaml")
+        (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
     pool = None
     if state.stage != "done" and (cfg.contrastive.enabled or cfg.deviation.enabled):
         real = None
@@ -110,7 +133,8 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False) -> Path:
         pool = build_pool(normals, real, cfg)
 
     def save(optimizer: torch.optim.Optimizer | None) -> None:
-        save_checkpoint(ckpt, model, cfg, state, manifest, optimizer)
+        if distributed.is_main():
+            save_checkpoint(ckpt, model, cfg, state, manifest, optimizer)
 
     if state.stage == "stage1":
         opt = _adam(model, cfg.train.lr, cfg.train.betas)
@@ -127,7 +151,8 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False) -> Path:
         save(None)
     if state.stage == "stage2":
         if state.epoch == 0:
-            set_statistics(model, *normal_statistics(model, normals, cfg, device))
+            reference = _reference_normals(split.validation, normals, cfg, loader)
+            set_statistics(model, *normal_statistics(model, reference, cfg, device))
         opt = _adam(model, cfg.deviation.lr, cfg.train.betas)
         if optimizer_state is not None:
             opt.load_state_dict(optimizer_state)

@@ -1,0 +1,88 @@
+"""`predict --model model.onnx`: scores images with an exported graph, without torch.
+
+Needs only onnxruntime, NumPy and PIL (plus matplotlib for the heat-map colours); writes the same
+scores.csv, heat maps and maps.npy as `predict --checkpoint`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from siamese_ad.data.decode import collect_images, read_rgb
+from siamese_ad.data.sample import DataError
+from siamese_ad.reporting.predictions import mask_paths, write_mask, write_predictions
+
+DEFAULT_BATCH = 8
+
+
+@dataclass
+class OnnxDetector:
+    """An exported detector: an onnxruntime session and the metadata written beside it."""
+
+    session: Any
+    meta: dict[str, Any]
+
+    @classmethod
+    def load(cls, model: str | Path) -> OnnxDetector:
+        """Opens model.onnx and reads model.json beside it (written by export_model)."""
+        import onnxruntime as ort
+
+        model = Path(model)
+        meta_path = model.with_suffix(".json")
+        if not model.is_file() or not meta_path.is_file():
+            raise DataError(
+                f"need {model} and its metadata {meta_path}: write both with "
+                "siamese-ad export --checkpoint CKPT --format onnx --out MODEL.onnx"
+            )
+        meta = json.loads(meta_path.read_text())
+        session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        return cls(session, meta)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.meta["image_size"])
+
+    def run(self, images: np.ndarray, batch_size: int | None = None) -> dict[str, np.ndarray]:
+        """(N, S, S, 3) uint8 -> {output name: (N, ...) array}: map (N, S, S), score (N,) and,
+        with thresholds, anomalous (N,), normalised_score (N,), mask (N, S, S)."""
+        bs = batch_size or DEFAULT_BATCH
+        names = list(self.meta["outputs"])
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
+        for start in range(0, len(images), bs):
+            chunk = images[start : start + bs].transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+            feed = {self.meta["input"]["name"]: np.ascontiguousarray(chunk)}
+            for name, value in zip(names, self.session.run(names, feed), strict=True):
+                parts[name].append(value)
+        return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def predict_onnx(
+    model: str | Path,
+    inputs: list[str | Path],
+    out_dir: str | Path,
+    batch_size: int | None = None,
+) -> list[dict]:
+    """Writes scores.csv, heat maps and maps.npy under out_dir; returns the CSV rows."""
+    detector = OnnxDetector.load(model)
+    paths = collect_images(inputs)
+    size = detector.image_size
+    images = np.stack([read_rgb(p, size)[0] for p in paths])
+    outputs = detector.run(images, batch_size)
+    maps, scores = outputs["map"], outputs["score"]
+    if "anomalous" not in outputs:
+        return write_predictions(out_dir, paths, images, maps, scores)
+    masks = mask_paths(out_dir, paths)
+    extra = {
+        "anomalous": outputs["anomalous"],
+        "normalised_score": outputs["normalised_score"],
+        "mask": np.array([m.as_posix() for m in masks]),
+    }
+    rows = write_predictions(out_dir, paths, images, maps, scores, extra)
+    for path, mask in zip(masks, outputs["mask"], strict=True):
+        write_mask(path, mask)
+    return rows

@@ -1,0 +1,186 @@
+"""Exporting a trained detector as one graph: images -> (anomaly map, image score[, decision]).
+
+The graph holds everything `AnomalyScorer` does in float32 (teacher, bottleneck, student, eq. 2
+map, Gaussian blur, the configured image score with its deviation standardisation) and, when the
+checkpoint's `extra["thresholds"]` holds them, the image and pixel decisions. Inputs are fixed at
+the checkpoint's image size S (EfficientNet-Lite's TF-SAME padding is resolved at that size);
+the batch size is dynamic. A JSON file beside the model says how to feed and read it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from siamese_ad.scoring import AnomalyScorer
+
+FORMATS = ("onnx", "torchscript")
+INPUT_NAME = "images"
+OPSET = 17
+EXAMPLE_BATCH = 2
+LOGIT_AT_CENTRE = math.log(9.0)  # as evaluation/thresholds.py: n(centre) = 0.1
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Validation thresholds baked into the graph (evaluation/thresholds.py, same rules).
+
+    Attributes:
+        image: an image is anomalous when its score > image.
+        pixel: a pixel is anomalous when its map value > pixel.
+        spread: scale of the normalised score sigmoid(ln 9 (score - image) / spread).
+    """
+
+    image: float
+    pixel: float
+    spread: float
+
+    OUTPUTS = ("anomalous", "normalised_score", "mask")
+
+
+def decision_from(thresholds: Mapping[str, Any] | None) -> Decision | None:
+    """Reads a checkpoint's `extra["thresholds"]` (Thresholds.to_dict()); None when absent."""
+    if not thresholds:
+        return None
+    missing = [k for k in ("image", "pixel", "spread") if k not in thresholds]
+    if missing:
+        raise ValueError(f"checkpoint thresholds lack {missing}; recalibrate them (evaluate)")
+    return Decision(
+        float(thresholds["image"]), float(thresholds["pixel"]), float(thresholds["spread"])
+    )
+
+
+class ExportedScorer(nn.Module):
+    """(B, 3, S, S) float in [0, 1] -> map (B, S, S), score (B,) and, with a Decision,
+    anomalous (B,) bool, normalised_score (B,) in (0, 1), mask (B, S, S) bool."""
+
+    def __init__(self, scorer: AnomalyScorer, decision: Decision | None) -> None:
+        super().__init__()
+        self.scorer = scorer
+        self.decision = decision
+
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+        out = self.scorer(images)
+        if self.decision is None:
+            return out.map, out.score
+        d = self.decision
+        normalised = torch.sigmoid(LOGIT_AT_CENTRE * (out.score - d.image) / d.spread)
+        return out.map, out.score, out.score > d.image, normalised, out.map > d.pixel
+
+
+def metadata_path(model_path: str | Path) -> Path:
+    """model.onnx -> model.json, the metadata written beside the model."""
+    return Path(model_path).with_suffix(".json")
+
+
+def _atomic_target(path: Path) -> tuple[Path, Path]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    return Path(tmp), path
+
+
+def _write_atomic(path: Path, write: Any) -> None:
+    """Calls write(tmp_path) on a temporary file beside `path`, then renames it over `path`."""
+    tmp, path = _atomic_target(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _export_onnx(module: nn.Module, example: Tensor, names: list[str], path: Path) -> None:
+    dynamic = {name: {0: "batch"} for name in [INPUT_NAME, *names]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about the fixed image size
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=names,
+            dynamic_axes=dynamic,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+
+
+def _export_torchscript(module: nn.Module, example: Tensor, path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings; torch.jit's deprecation notice
+        traced = torch.jit.trace(module, (example,), check_trace=False)
+        torch.jit.save(traced, str(path))
+
+
+def build_exportable(
+    checkpoint: str | Path, weights: str | None = None
+) -> tuple[ExportedScorer, dict[str, Any]]:
+    """Loads a checkpoint on the CPU in float32 eval mode; returns the module and its metadata."""
+    from siamese_ad.evaluation.inference import Detector
+
+    detector = Detector.load(checkpoint, device="cpu", weights=weights)
+    scorer = detector.scorer.to(memory_format=torch.contiguous_format).float().eval()
+    thresholds = detector.payload.get("extra", {}).get("thresholds")
+    decision = decision_from(thresholds)
+    module = ExportedScorer(scorer, decision).eval()
+    cfg = detector.cfg
+    meta = {
+        "image_size": cfg.data.image_size,
+        "input": {
+            "name": INPUT_NAME,
+            "shape": ["batch", 3, cfg.data.image_size, cfg.data.image_size],
+            "dtype": "float32",
+            "range": [0.0, 1.0],
+            "layout": "NCHW RGB",
+        },
+        "outputs": ["map", "score", *(Decision.OUTPUTS if decision else ())],
+        "score": "deviation" if scorer.uses_deviation() else "max",
+        "thresholds": dict(thresholds) if thresholds else None,
+        "backbone": cfg.model.backbone,
+        "modality": cfg.data.modality,
+        "checkpoint": str(Path(checkpoint)),
+    }
+    return module, meta
+
+
+def export_model(
+    checkpoint: str | Path, out_path: str | Path, fmt: str = "onnx", weights: str | None = None
+) -> Path:
+    """Writes the detector of `checkpoint` as one ONNX or TorchScript graph, plus metadata.
+
+    Args:
+        checkpoint: checkpoint.pt written by train.
+        out_path: the model file to write; its metadata goes to out_path with suffix .json.
+        fmt: "onnx" or "torchscript".
+        weights: overrides where the teacher's weights come from (as Detector.load).
+
+    Returns:
+        out_path. Both files are written atomically.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    out_path = Path(out_path)
+    module, meta = build_exportable(checkpoint, weights)
+    size = meta["image_size"]
+    example = torch.rand(EXAMPLE_BATCH, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        if fmt == "onnx":
+            _write_atomic(out_path, lambda p: _export_onnx(module, example, meta["outputs"], p))
+        else:
+            _write_atomic(out_path, lambda p: _export_torchscript(module, example, p))
+    meta["format"] = fmt
+    text = json.dumps(meta, indent=2)
+    _write_atomic(metadata_path(out_path), lambda p: p.write_text(text))
+    return out_path

@@ -1,0 +1,74 @@
+"""What `predict` writes: scores.csv, one heat-map PNG per image, maps.npy (torch-free)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from siamese_ad.reporting.heatmaps import colour_range, panel
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    """Writes `rows` as CSV to a temporary file beside `path`, then renames it over `path`."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_predictions(
+    out_dir: str | Path,
+    paths: list[Path],
+    images: np.ndarray,
+    maps: np.ndarray,
+    scores: np.ndarray,
+    extra: dict[str, np.ndarray] | None = None,
+) -> list[dict]:
+    """Writes scores.csv, heatmaps/NNNNN_<stem>.png and maps.npy (float16); returns the rows.
+
+    Args:
+        out_dir: results folder (created).
+        paths: the N scored image files, in order.
+        images: (N, S, S, 3) uint8 pictures as the model saw them.
+        maps: (N, S, S) anomaly maps.
+        scores: (N,) image scores.
+        extra: more per-image columns for scores.csv, each (N,), e.g. a decision.
+    """
+    out_dir = Path(out_dir)
+    heat_dir = out_dir / "heatmaps"
+    heat_dir.mkdir(parents=True, exist_ok=True)
+    vmin, vmax = colour_range(maps)
+    rows = []
+    for i, path in enumerate(paths):
+        heatmap = heat_dir / f"{i:05d}_{path.stem}.png"
+        Image.fromarray(panel(images[i], maps[i], vmin, vmax, None)).save(heatmap)
+        row = {"image": path.as_posix(), "score": float(scores[i]), "heatmap": heatmap.as_posix()}
+        for name, values in (extra or {}).items():
+            row[name] = values[i].item()
+        rows.append(row)
+    _write_csv(out_dir / "scores.csv", rows)
+    np.save(out_dir / "maps.npy", maps.astype(np.float16))
+    return rows
+
+
+def write_mask(path: Path, mask: np.ndarray) -> None:
+    """(H, W) bool -> a 0/255 grey PNG at `path`, through a temporary file and a rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(mask.astype(np.uint8) * 255).save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def mask_paths(out_dir: str | Path, paths: list[Path]) -> list[Path]:
+    """Where predict writes the decision masks: heatmaps/NNNNN_<stem>_mask.png."""
+    return [Path(out_dir) / "heatmaps" / f"{i:05d}_{p.stem}_mask.png" for i, p in enumerate(paths)]

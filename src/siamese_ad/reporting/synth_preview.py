@@ -1,0 +1,59 @@
+"""`siamese-ad synth-preview`: a grid of synthetic anomalies and their masks, to check synthesis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from siamese_ad.config import SynthesisConfig
+from siamese_ad.data.dataset import load_images, read_category
+from siamese_ad.data.synthesis import AnomalySynthesizer
+
+MASK_TINT = np.array([255, 0, 0], dtype=np.float32)
+
+
+def preview_grid(images: list[np.ndarray], masks: list[np.ndarray]) -> np.ndarray:
+    """Rows of (synthetic image, image with the mask tinted red), side by side.
+
+    Args:
+        images: each (H, W, 3) uint8.
+        masks: each (H, W) bool.
+
+    Returns:
+        (rows * H, 4 * W, 3) uint8, two samples per row.
+    """
+    tiles = []
+    for image, mask in zip(images, masks, strict=True):
+        tinted = image.astype(np.float32)
+        tinted[mask] = 0.5 * tinted[mask] + 0.5 * MASK_TINT
+        tiles.append(np.concatenate([image, tinted.astype(np.uint8)], axis=1))
+    if len(tiles) % 2:
+        tiles.append(np.zeros_like(tiles[0]))
+    rows = [np.concatenate(tiles[i : i + 2], axis=1) for i in range(0, len(tiles), 2)]
+    return np.concatenate(rows, axis=0)
+
+
+def synth_preview(
+    root: str | Path,
+    fmt: str,
+    out: str | Path,
+    count: int,
+    image_size: int,
+    object_type: str,
+    seed: int,
+    synthesis: SynthesisConfig | None = None,
+) -> Path:
+    """Synthesises `count` anomalies from the category's normal training images; writes a PNG."""
+    data = read_category(root, fmt)
+    normals = load_images(data.train, image_size, desc="training images").images
+    arrays = [img.permute(1, 2, 0).numpy() for img in normals]
+    synth = AnomalySynthesizer.from_config(arrays, synthesis or SynthesisConfig(), object_type)
+    rng = np.random.default_rng(seed)
+    samples = [synth(int(rng.integers(len(arrays))), rng) for _ in range(count)]
+    grid = preview_grid([s[0] for s in samples], [s[1] for s in samples])
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(out)
+    return out

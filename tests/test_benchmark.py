@@ -1,0 +1,156 @@
+"""A tiny benchmark: results files, resume without retraining, predict with thresholds."""
+
+from __future__ import annotations
+
+import csv
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_tiny_config
+from PIL import Image
+
+import siamese_ad.evaluation.benchmark as benchmark
+from siamese_ad.config import Config, ConfigError
+from siamese_ad.evaluation.predict import predict
+from siamese_ad.reporting.html import fmt
+from siamese_ad.training.checkpoint import read_checkpoint
+
+SETUPS = ["full", "4shot"]
+
+
+def tiny_config() -> Config:
+    """The shared tiny config (32 px, random resnet18, one epoch per stage), one batch per epoch."""
+    cfg = make_tiny_config("")
+    cfg.train.batch_size = 8
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def bench(tiny_category: Path, tmp_path_factory: pytest.TempPathFactory):
+    """(data root, benchmark folder, rows) of one run over the tiny category, full and 4-shot."""
+    out = tmp_path_factory.mktemp("bench") / "out"
+    rows = benchmark.run_benchmark(
+        tiny_category.parent, "mvtec", "all", SETUPS, ["rgb"], out, tiny_config()
+    )
+    return tiny_category.parent, out, rows
+
+
+def test_results_files_hold_one_row_per_cell_and_a_mean(bench) -> None:
+    _, out, rows = bench
+    assert [(r["category"], r["setup"]) for r in rows] == [
+        ("metal", "full"),
+        ("metal", "4shot"),
+        ("mean", "full"),
+        ("mean", "4shot"),
+    ]
+    assert json.loads((out / "results.json").read_text()) == rows
+    for row in rows[:2]:
+        assert 0.0 <= row["image_auroc"] <= 1.0 and row["training_seconds"] > 0
+        assert (out / row["cell"] / "metrics.json").is_file()
+        assert (out / row["cell"] / "report.html").is_file()
+    assert rows[2]["aupro"] == pytest.approx(rows[0]["aupro"])  # mean of one category
+    with (out / "results.csv").open() as fh:
+        table = list(csv.DictReader(fh))
+    assert [float(r["pixel_auroc"]) for r in table] == pytest.approx(
+        [r["pixel_auroc"] for r in rows]
+    )
+    md = (out / "results.md").read_text().splitlines()
+    assert len(md) == 2 + len(rows) and fmt(rows[1]["image_f1_max"]) in md[3]
+
+
+def test_few_shot_cell_trained_on_four_images_and_kept_validation_apart(bench) -> None:
+    _, out, _ = bench
+    manifest = json.loads((out / "metal" / "4shot" / "manifest.json").read_text())
+    assert len(manifest["train"]) == 4 and len(manifest["validation"]) == 1
+    assert not set(manifest["validation"]) & set(manifest["train"])
+    extra = read_checkpoint(out / "metal" / "4shot" / "checkpoint.pt")["extra"]
+    assert extra["thresholds"]["n_normal"] == 1  # calibrated on validation during evaluate
+
+
+class _Cells(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.cells: list[tuple[str, str]] = []
+        self.srcs: list[str] = []
+        self._key: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        attrs = dict(attrs)
+        if tag == "td":
+            self._key = attrs.get("data-key")
+        if tag == "img":
+            self.srcs.append(attrs["src"])
+
+    def handle_data(self, data: str) -> None:
+        if self._key is not None and data.strip():
+            self.cells.append((self._key, data.strip()))
+            self._key = None
+
+
+def test_report_table_matches_results_json_and_images_exist(bench) -> None:
+    _, out, rows = bench
+    parser = _Cells()
+    parser.feed((out / "report.html").read_text())
+    keys = [key for key, _ in benchmark.RESULT_COLUMNS]
+    assert parser.cells == [(k, fmt(r.get(k))) for r in rows for k in keys]
+    assert parser.srcs and all((out / src).is_file() for src in parser.srcs)
+    assert "http" not in "".join(parser.srcs)
+
+
+def test_second_run_skips_finished_cells_and_resumes_an_interrupted_one(bench, monkeypatch):
+    data, out, rows = bench
+    checkpoint = out / "metal" / "full" / "checkpoint.pt"
+    mtime = checkpoint.stat().st_mtime_ns
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished cell was trained again")
+
+    monkeypatch.setattr(benchmark, "train", no_training)
+    again = benchmark.run_benchmark(data, "mvtec", "all", SETUPS, ["rgb"], out, tiny_config())
+    assert again == rows and checkpoint.stat().st_mtime_ns == mtime
+
+    calls = []
+    from siamese_ad.training.trainer import train as real_train
+
+    def spy(cfg, out_dir, resume=False):
+        calls.append((Path(out_dir).name, resume))
+        return real_train(cfg, out_dir, resume=resume)
+
+    monkeypatch.setattr(benchmark, "train", spy)
+    (out / "metal" / "full" / "metrics.json").unlink()
+    resumed = benchmark.run_benchmark(data, "mvtec", "all", SETUPS, ["rgb"], out, tiny_config())
+    assert calls == [("full", True)]
+    assert resumed[0]["image_auroc"] == pytest.approx(rows[0]["image_auroc"])
+
+
+def test_predict_writes_decisions_normalised_scores_and_binary_masks(bench, tmp_path) -> None:
+    data, out, _ = bench
+    checkpoint = out / "metal" / "full" / "checkpoint.pt"
+    thresholds = read_checkpoint(checkpoint)["extra"]["thresholds"]
+    rows = predict(
+        checkpoint,
+        [data / "metal" / "test" / "good", data / "metal" / "test" / "spot"],
+        tmp_path,
+        device="cpu",
+    )
+    maps = np.load(tmp_path / "maps.npy").astype(np.float32)
+    for row, amap in zip(rows, maps, strict=True):
+        assert row["anomalous"] == (row["score"] > thresholds["image"])
+        assert (row["normalised_score"] > 0.5) == row["anomalous"]
+        mask = np.asarray(Image.open(row["mask"]))
+        assert set(np.unique(mask)) <= {0, 255} and mask.shape == amap.shape
+    assert "normalised_score" in (tmp_path / "scores.csv").read_text().splitlines()[0]
+
+
+def test_setups_and_modalities_are_checked() -> None:
+    assert benchmark.parse_setup("full") == 0 and benchmark.parse_setup("16shot") == 16
+    for bad in ("0shot", "shot", "few"):
+        with pytest.raises(ConfigError, match="setup"):
+            benchmark.parse_setup(bad)
+    with pytest.raises(ConfigError, match="rgbd"):
+        benchmark.run_benchmark(".", "mvtec3d", "all", ["full"], ["rgbd"], ".", tiny_config())
+    with pytest.raises(ConfigError, match="depth"):
+        benchmark.run_benchmark(".", "mvtec", "all", ["full"], ["depth"], ".", tiny_config())
