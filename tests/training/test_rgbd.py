@@ -124,8 +124,9 @@ def test_fused_heatmaps_show_the_rgb_image(run):
 
 def test_depth_cache_is_reused_across_train_and_evaluate(run):
     counts = run["counts"]
-    assert counts["train"] == COUNTS["train"] + COUNTS["validation"]
-    assert counts["fused"] - counts["train"] == COUNTS["test"]
+    # Each cloud is rendered once over training and evaluation, and never again after.
+    assert COUNTS["train"] <= counts["train"] <= COUNTS["train"] + COUNTS["validation"]
+    assert counts["fused"] == sum(COUNTS.values())
     assert counts["branches"] == counts["fused"]
     cache = run["out"] / "depth" / DEPTH_CACHE
     assert len(list(cache.glob("*.png"))) == sum(COUNTS.values())

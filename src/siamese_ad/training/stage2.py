@@ -13,6 +13,7 @@ from siamese_ad.training.loop import autocast, to_device
 from siamese_ad.training.stage1 import AnomalyPool
 
 STD_FLOOR = 1e-6
+RELATIVE_STD_FLOOR = 0.01  # a spread below 1% of the mean is estimation noise, not signal
 
 
 @torch.inference_mode()
@@ -27,8 +28,10 @@ def normal_statistics(
             pair = model(to_device(chunk, device, cfg.train.channels_last))
         scores.append(stage_scores(pair.teacher, pair.student, cfg.deviation.topk).float().cpu())
     all_scores = torch.cat(scores)
-    std = all_scores.std(dim=0, unbiased=len(all_scores) > 1).clamp_min(STD_FLOOR)
-    return all_scores.mean(dim=0), std
+    mean = all_scores.mean(dim=0)
+    std = all_scores.std(dim=0, unbiased=len(all_scores) > 1)
+    std = torch.maximum(std, RELATIVE_STD_FLOOR * mean.abs()).clamp_min(STD_FLOOR)
+    return mean, std
 
 
 def set_statistics(model: TeacherStudentUNet, mean: Tensor, std: Tensor) -> None:

@@ -35,15 +35,7 @@ def build_pool(normals: torch.Tensor, real: ImageSet | None, cfg: Config) -> Ano
     """Makes `synthesis.pool_size` synthetic anomalies from the normal images, plus real ones."""
     arrays = [img.permute(1, 2, 0).numpy() for img in normals]
     s = cfg.synthesis
-    synth = AnomalySynthesizer(
-        arrays,
-        object_type=cfg.data.object_type,
-        min_patches=s.min_patches,
-        max_patches=s.max_patches,
-        min_size=s.min_size,
-        max_size=s.max_size,
-        blend=s.blend,
-    )
+    synth = AnomalySynthesizer.from_config(arrays, s, cfg.data.object_type)
     rng = np.random.default_rng(cfg.train.seed * 1_000_003 + STAGE_SALT["pool"])
     images, masks = [], []
     for k in tqdm(range(s.pool_size), desc="synthesising anomalies", leave=False, unit="img"):
@@ -62,9 +54,33 @@ def _adam(model: TeacherStudentUNet, lr: float, betas: tuple[float, float]) -> t
     return torch.optim.Adam(params, lr=lr, betas=betas)
 
 
+RESUMABLE_CHANGES = {"train.device"}
+MIN_REFERENCE = 4
+
+
+def _config_changes(saved: dict, wanted: dict) -> dict[str, tuple]:
+    """Fields (section.key) whose saved and wanted values differ."""
+    return {
+        f"{section}.{key}": (saved.get(section, {}).get(key), value)
+        for section, values in wanted.items()
+        for key, value in values.items()
+        if saved.get(section, {}).get(key) != value
+    }
+
+
 def _resume(path: Path, cfg: Config, manifest: dict, device: torch.device):
     payload = read_checkpoint(path)
     model, _ = load_model(payload, path, expect=cfg)
+    changes = {
+        k: v
+        for k, v in _config_changes(payload["config"], cfg.to_dict()).items()
+        if k not in RESUMABLE_CHANGES
+    }
+    if changes:
+        raise CheckpointError(
+            f"{path} was trained with other settings (checkpoint vs now: {changes}); resume "
+            "with the same settings, or train into a new --out."
+        )
     if payload["manifest"] != manifest:
         raise CheckpointError(
             f"{path} was trained on other images than this configuration selects; "
@@ -79,8 +95,8 @@ def _reference_normals(
     validation: list[Sample], normals: torch.Tensor, cfg: Config, loader: ImageLoader
 ) -> torch.Tensor:
     """(N, 3, S, S) uint8 normal images the deviation statistics come from: the validation images
-    (held out of training) when there are any, else the training images."""
-    if not validation:
+    (held out of training) when there are at least MIN_REFERENCE, else the training images."""
+    if len(validation) < MIN_REFERENCE:
         return normals
     return load_images(validation, cfg.data.image_size, loader, "validation images").images
 
