@@ -154,6 +154,22 @@ def test_resume_with_another_model_is_refused(
         load_model(read_checkpoint(unbroken), unbroken, expect=cfg)
 
 
+def test_resume_with_other_training_settings_is_refused(
+    unbroken: Path, tiny_config: Config, tmp_path: Path
+) -> None:
+    """A finished run resumed with more epochs must not silently return the old checkpoint."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(unbroken.read_bytes())
+    cfg = _two_by_two(tiny_config)
+    cfg.train.epochs = 3
+    with pytest.raises(CheckpointError, match="train.epochs"):
+        train(cfg, run, resume=True)
+    cfg.train.epochs = 2
+    cfg.train.device = "cpu"  # the device may change between sessions
+    assert train(cfg, run, resume=True) == run / "checkpoint.pt"
+
+
 def test_checkpoint_loads_with_weights_only(unbroken: Path, tiny_config: Config) -> None:
     payload = torch.load(unbroken, map_location="cpu", weights_only=True)
     assert Config.from_dict(payload["config"]) == _two_by_two(tiny_config)
