@@ -151,6 +151,8 @@ def test_setups_and_modalities_are_checked() -> None:
         with pytest.raises(ConfigError, match="setup"):
             benchmark.parse_setup(bad)
     with pytest.raises(ConfigError, match="rgbd"):
-        benchmark.run_benchmark(".", "mvtec3d", "all", ["full"], ["rgbd"], ".", tiny_config())
+        benchmark.run_benchmark(".", "mvtec", "all", ["full"], ["rgbd"], ".", tiny_config())
+    with pytest.raises(ConfigError, match="modality"):
+        benchmark.run_benchmark(".", "mvtec3d", "all", ["full"], ["infrared"], ".", tiny_config())
     with pytest.raises(ConfigError, match="depth"):
         benchmark.run_benchmark(".", "mvtec", "all", ["full"], ["depth"], ".", tiny_config())

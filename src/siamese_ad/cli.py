@@ -152,7 +152,11 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", choices=["mvtec", "mvtec3d", "folder"], required=True)
     p.add_argument("--categories", default="all", help="all, or comma-separated category names")
     p.add_argument("--setups", default="full,16shot", help="comma-separated: full, <k>shot")
-    p.add_argument("--modality", default="rgb", help="comma-separated: rgb, depth (mvtec3d)")
+    p.add_argument(
+        "--modality",
+        default="rgb",
+        help="comma-separated: rgb, depth, rgbd (depth and rgbd: mvtec3d)",
+    )
     p.add_argument("--out", required=True, help="benchmark folder; finished cells are skipped")
     p.add_argument(
         "--preset", choices=sorted(PRESETS), default="cpu", help="defaults to start from"

@@ -27,10 +27,11 @@ from tqdm import tqdm
 from siamese_ad.config import Config, ConfigError
 from siamese_ad.data.sample import DataError
 from siamese_ad.evaluation.evaluate import atomic_write_text, evaluate
+from siamese_ad.training.multimodal import RGBD_MANIFEST
 from siamese_ad.training.trainer import CHECKPOINT, train
 
 DATASETS = ("mvtec", "mvtec3d", "folder")
-MODALITIES = ("rgb", "depth")  # rgbd: add here once evaluate scores rgbd runs (evaluation/fusion)
+MODALITIES = ("rgb", "depth", "rgbd")
 RESULT_COLUMNS = (
     ("category", "category"),
     ("setup", "setup"),
@@ -91,15 +92,10 @@ def cell_name(setup: str, modality: str) -> str:
 
 def _check_modalities(modalities: Sequence[str], dataset: str) -> None:
     for modality in modalities:
-        if modality == "rgbd":
-            raise ConfigError(
-                "the benchmark cannot score rgbd runs yet (evaluate takes one checkpoint); "
-                "benchmark rgb and depth separately"
-            )
         if modality not in MODALITIES:
             raise ConfigError(f"modality {modality!r}: choose from {', '.join(MODALITIES)}")
-        if modality == "depth" and dataset != "mvtec3d":
-            raise ConfigError("modality depth needs dataset mvtec3d (point clouds)")
+        if modality != "rgb" and dataset != "mvtec3d":
+            raise ConfigError(f"modality {modality} needs dataset mvtec3d (point clouds)")
 
 
 def run_cell(cfg: Config, cell_dir: Path, heatmaps: bool = True) -> dict[str, Any]:
@@ -108,7 +104,8 @@ def run_cell(cfg: Config, cell_dir: Path, heatmaps: bool = True) -> dict[str, An
     if metrics_path.exists():
         tqdm.write(f"{cell_dir}: finished, skipped")
         return json.loads(metrics_path.read_text())
-    checkpoint = train(cfg, cell_dir, resume=(cell_dir / CHECKPOINT).exists())
+    started = (cell_dir / CHECKPOINT).exists() or (cell_dir / RGBD_MANIFEST).exists()
+    checkpoint = train(cfg, cell_dir, resume=started)
     return evaluate(checkpoint, cell_dir, device=cfg.train.device, heatmaps=heatmaps)
 
 
