@@ -163,7 +163,7 @@ def test_resume_with_other_training_settings_is_refused(
     (run / "checkpoint.pt").write_bytes(unbroken.read_bytes())
     cfg = _two_by_two(tiny_config)
     cfg.train.epochs = 3
-    with pytest.raises(CheckpointError, match="train.epochs"):
+    with pytest.raises(CheckpointError, match=r"train\.epochs"):
         train(cfg, run, resume=True)
     cfg.train.epochs = 2
     cfg.train.device = "cpu"  # the device may change between sessions
