@@ -156,3 +156,30 @@ def test_setups_and_modalities_are_checked() -> None:
         benchmark.run_benchmark(".", "mvtec3d", "all", ["full"], ["infrared"], ".", tiny_config())
     with pytest.raises(ConfigError, match="depth"):
         benchmark.run_benchmark(".", "mvtec", "all", ["full"], ["depth"], ".", tiny_config())
+
+
+def test_shards_split_the_cells_and_the_last_run_writes_the_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two shards run disjoint cells; the tables appear only once every cell is finished."""
+    for name in ("a", "b", "c"):
+        (tmp_path / "data" / name / "train").mkdir(parents=True)
+    ran: list[str] = []
+
+    def fake_cell(cfg: Config, cell_dir: Path, heatmaps: bool = True) -> dict:
+        ran.append(f"{Path(cfg.data.root).name}/{cell_dir.name}")
+        cell_dir.mkdir(parents=True, exist_ok=True)
+        (cell_dir / "metrics.json").write_text(json.dumps({"image_auroc": 0.5}))
+        return {"image_auroc": 0.5}
+
+    monkeypatch.setattr(benchmark, "run_cell", fake_cell)
+    monkeypatch.setattr(benchmark, "write_results", lambda out, rows: (out / "results.md").touch())
+    monkeypatch.setattr("siamese_ad.reporting.report.write_benchmark_report", lambda *a: None)
+    args = (tmp_path / "data", "mvtec", "all", ["full"], ["rgb"], tmp_path / "out", tiny_config())
+    benchmark.run_benchmark(*args, shard=benchmark.parse_shard("1/2"))
+    assert ran == ["b/full"] and not (tmp_path / "out" / "results.md").exists()
+    rows = benchmark.run_benchmark(*args, shard=(0, 2))
+    assert ran[1:] == ["a/full", "b/full", "c/full"]  # b finished: read back, not retrained
+    assert (tmp_path / "out" / "results.md").exists() and rows[-1]["category"] == "mean"
+    with pytest.raises(ConfigError, match="shard"):
+        benchmark.parse_shard("2/2")

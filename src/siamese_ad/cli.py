@@ -93,6 +93,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--no-heatmaps", action="store_true", help="skip the per-image PNG panels")
+    p.add_argument(
+        "--shard",
+        default="0/1",
+        help="K/N: run every N-th cell from K, to share the cells among N processes "
+        "(one per GPU, say); a last run without --shard writes the tables",
+    )
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
@@ -250,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
         result, out = run_demo(args.out, epochs=args.epochs, device=args.device)
         _print_metrics(result, out)
     elif args.command == "benchmark":
-        from siamese_ad.evaluation.benchmark import run_benchmark
+        from siamese_ad.evaluation.benchmark import parse_shard, run_benchmark
 
         categories = "all" if args.categories == "all" else _split_list(args.categories)
         rows = run_benchmark(
@@ -262,8 +268,14 @@ def run(args: argparse.Namespace) -> int:
             args.out,
             _benchmark_config(args),
             heatmaps=not args.no_heatmaps,
+            shard=parse_shard(args.shard),
         )
-        print(f"results: {Path(args.out) / 'results.md'} ({len(rows)} rows), report.html beside it")
+        if any(row["category"] == "mean" for row in rows):
+            print(
+                f"results: {Path(args.out) / 'results.md'} ({len(rows)} rows), report.html beside it"
+            )
+        else:
+            print(f"{len(rows)} cells done; other shards are still running (see --shard)")
     elif args.command == "synth-preview":
         from siamese_ad.reporting.synth_preview import synth_preview
 

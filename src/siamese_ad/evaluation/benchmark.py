@@ -86,6 +86,17 @@ def find_categories(
     return [root / c for c in categories]
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """ "K/N" -> (K, N) with 0 <= K < N: this process runs every N-th cell, starting at K."""
+    try:
+        k, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        k, n = -1, 0
+    if not 0 <= k < n:
+        raise ConfigError(f"shard {text!r}: write K/N with 0 <= K < N, e.g. 0/2 and 1/2")
+    return k, n
+
+
 def cell_name(setup: str, modality: str) -> str:
     return setup if modality == "rgb" else f"{setup}-{modality}"
 
@@ -152,8 +163,13 @@ def run_benchmark(
     out_dir: str | Path,
     base_config: Config,
     heatmaps: bool = True,
+    shard: tuple[int, int] = (0, 1),
 ) -> list[dict[str, Any]]:
     """Runs every cell, then writes results.{csv,json,md} and report.html into out_dir.
+
+    With shard (k, n) this process runs only the cells whose index i satisfies i % n == k, so n
+    processes (one per GPU, say) share the work; the results files are written by whichever
+    process finds every cell finished (a last run without a shard always does).
 
     Args:
         categories: "all" or a list of category folder names under data_root.
@@ -169,19 +185,25 @@ def run_benchmark(
     shots = {setup: parse_setup(setup) for setup in setups}
     _check_modalities(modalities, dataset)
     folders = find_categories(data_root, dataset, categories)
-    rows = []
-    for folder in folders:
-        for setup in setups:
-            for modality in modalities:
-                cfg = copy.deepcopy(base_config)
-                cfg.data.root, cfg.data.format = str(folder), dataset
-                cfg.data.shots, cfg.data.modality = shots[setup], modality
-                cell = Path(folder.name) / cell_name(setup, modality)
-                tqdm.write(f"benchmark cell {cell}")
-                result = run_cell(cfg.validate(), out_dir / cell, heatmaps)
-                row = {"category": folder.name, "setup": setup, "modality": modality}
-                row.update({key: result.get(key) for key in NUMERIC})
-                rows.append({**row, "cell": cell.as_posix()})
+    rows, pending = [], []
+    combos = [(f, s, m) for f in folders for s in setups for m in modalities]
+    for index, (folder, setup, modality) in enumerate(combos):
+        cell = Path(folder.name) / cell_name(setup, modality)
+        mine = index % shard[1] == shard[0]
+        if not mine and not (out_dir / cell / "metrics.json").exists():
+            pending.append(cell.as_posix())
+            continue
+        cfg = copy.deepcopy(base_config)
+        cfg.data.root, cfg.data.format = str(folder), dataset
+        cfg.data.shots, cfg.data.modality = shots[setup], modality
+        tqdm.write(f"benchmark cell {cell}")
+        result = run_cell(cfg.validate(), out_dir / cell, heatmaps)
+        row = {"category": folder.name, "setup": setup, "modality": modality}
+        row.update({key: result.get(key) for key in NUMERIC})
+        rows.append({**row, "cell": cell.as_posix()})
+    if pending:
+        tqdm.write(f"{len(pending)} cells belong to other shards and are not finished yet")
+        return rows
     rows += mean_rows(rows)
     write_results(out_dir, rows)
     from siamese_ad.reporting.report import write_benchmark_report
