@@ -271,9 +271,8 @@ def run(args: argparse.Namespace) -> int:
             shard=parse_shard(args.shard),
         )
         if any(row["category"] == "mean" for row in rows):
-            print(
-                f"results: {Path(args.out) / 'results.md'} ({len(rows)} rows), report.html beside it"
-            )
+            out = Path(args.out) / "results.md"
+            print(f"results: {out} ({len(rows)} rows), report.html beside it")
         else:
             print(f"{len(rows)} cells done; other shards are still running (see --shard)")
     elif args.command == "synth-preview":
