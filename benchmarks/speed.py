@@ -2,9 +2,10 @@
 
 Both run in one process on the same random-weight backbone, inputs and batch sizes, and their
 timed repeats alternate (A, B, A, B, ...) so that load from other jobs hits both alike; medians
-are reported. Peak memory is measured in a fresh subprocess per (variant, mode): on CPU the peak
-resident set (VmHWM, reset after the model is built), on CUDA `torch.cuda.max_memory_allocated`;
-`*_peak_mib` is the whole process (weights included), `*_delta_mib` the growth while running.
+are reported, and the best (minimum) times too (`best_*`), which load inflates least. Peak memory
+is measured in a fresh subprocess per (variant, mode): on CPU the peak resident set (VmHWM, reset
+after the model is built), on CUDA `torch.cuda.max_memory_allocated`; `*_peak_mib` is the whole
+process (weights included), `*_delta_mib` the growth while running.
 
 Measured per variant:
 - train: images/s of forward + loss + backward + optimizer step;
@@ -225,6 +226,7 @@ def peak_memory(v: Variant, mode: str, n: int, backbone: str, args: argparse.Nam
     """Runs `memory_child` in a fresh interpreter; returns {"peak_mib", "delta_mib"}."""
     cmd = [sys.executable, __file__, "--device", args.device, "--backbones", backbone]
     cmd += ["--image-size", str(args.image_size), "--decoder-blocks", str(args.decoder_blocks)]
+    cmd += ["--threads", str(args.threads)]
     cmd += ["--child", json.dumps(v.__dict__), "--child-mode", mode, "--child-batch", str(n)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -245,6 +247,9 @@ def bench_backbone(backbone: str, args: argparse.Namespace) -> dict[str, dict[st
             "train_ips": train_bs / statistics.median(train[v.name]),
             "infer_ips": args.batch_size / statistics.median(infer[v.name]),
             "latency_ms": 1000 * statistics.median(latency[v.name]),
+            "best_train_ips": train_bs / min(train[v.name]),
+            "best_infer_ips": args.batch_size / min(infer[v.name]),
+            "best_latency_ms": 1000 * min(latency[v.name]),
         }
         if not args.no_memory:
             for mode, n in (("train", train_bs), ("infer", args.batch_size)):
@@ -260,7 +265,7 @@ def ratios(rows: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
     """Every siamese-ad row over anomalib's, per metric (latency and memory: lower is better)."""
     ref = rows["anomalib-rd"]
     return {
-        name: {m: row[m] / ref[m] for m in METRICS if m in row}
+        name: {m: row[m] / ref[m] for m in row if m in ref and not m.endswith("batch")}
         for name, row in rows.items()
         if name != "anomalib-rd"
     }
@@ -276,6 +281,7 @@ def print_table(results: dict[str, dict[str, dict[str, float]]]) -> None:
         for name, rat in ratios(rows).items():
             cells = "".join(f"{rat.get(m, float('nan')):>15.2f}x" for m in METRICS)
             print(f"{backbone:<16}{name + ' / rd':<18}{cells}")
+    print("ratios = siamese-ad / anomalib-rd: *_ips higher is better, ms and MiB lower is better")
 
 
 def cpu_model() -> str:
@@ -308,6 +314,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     p.add_argument("--quick", action="store_true", help="tiny settings to smoke-test")
     p.add_argument("--out", default="", help="write the results as JSON here")
@@ -323,6 +330,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.child:
         memory_child(args)
         return
