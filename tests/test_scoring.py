@@ -116,3 +116,18 @@ def test_image_score_before_and_after_deviation_statistics(model: torch.nn.Modul
     )
     expected = ((raw - torch.tensor([0.1, 0.2, 0.3])) / torch.tensor([0.5, 1.0, 2.0])).mean(1)
     assert torch.allclose(auto.score_deviation, expected, atol=1e-5)
+
+
+def test_anomaly_map_stays_float32_under_bf16_autocast() -> None:
+    """The map must not be blurred in bf16 (8-bit mantissa: ties that cost AUROC)."""
+    gen = torch.Generator().manual_seed(0)
+    teacher = [torch.randn(2, 8, 8, 8, generator=gen), torch.randn(2, 16, 4, 4, generator=gen)]
+    student = [t + 0.3 * torch.randn(t.shape, generator=gen) for t in teacher]
+    pair = FeaturePair(teacher, student)
+    blur = GaussianBlur(4.0)
+    reference = anomaly_map(pair, (32, 32), blur)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        amap = anomaly_map(pair, (32, 32), blur)
+    assert amap.dtype == torch.float32
+    torch.testing.assert_close(amap, reference, rtol=0, atol=1e-6)
+    assert len(torch.unique(amap)) > 0.9 * amap.numel()

@@ -53,13 +53,18 @@ class GaussianBlur(nn.Module):
 
 
 def anomaly_map(pair: FeaturePair, size: tuple[int, int], blur: GaussianBlur) -> Tensor:
-    """Eq. 2: sum over stages of upsampled per-pixel (1 - cos), then blurred. -> (B, H, W)."""
-    total = None
-    for t, s in zip(pair.teacher, pair.student, strict=True):
-        dist = cosine_distance(t.float(), s.float()).unsqueeze(1)
-        up = F.interpolate(dist, size=size, mode="bilinear", align_corners=False).squeeze(1)
-        total = up if total is None else total + up
-    return blur(total)
+    """Eq. 2: sum over stages of upsampled per-pixel (1 - cos), then blurred. -> (B, H, W).
+
+    Always float32, also under bf16 autocast: a bf16 map has 8 bits of mantissa, which turns
+    close scores into ties and costs AUROC.
+    """
+    with torch.autocast(device_type=pair.teacher[0].device.type, enabled=False):
+        total = None
+        for t, s in zip(pair.teacher, pair.student, strict=True):
+            dist = cosine_distance(t.float(), s.float()).unsqueeze(1)
+            up = F.interpolate(dist, size=size, mode="bilinear", align_corners=False).squeeze(1)
+            total = up if total is None else total + up
+        return blur(total)
 
 
 @dataclass
