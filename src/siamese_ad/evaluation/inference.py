@@ -11,6 +11,7 @@ import torch
 from tqdm import tqdm
 
 from siamese_ad.config import Config
+from siamese_ad.models.folding import folded_copy
 from siamese_ad.scoring import AnomalyScorer
 from siamese_ad.training.checkpoint import load_model, read_checkpoint
 from siamese_ad.training.loop import autocast, select_device, to_device
@@ -52,11 +53,18 @@ class Detector:
     def load(
         cls, checkpoint: str | Path, device: str = "auto", weights: str | None = None
     ) -> Detector:
-        """Loads a checkpoint (weights_only=True) onto `device` in eval mode."""
+        """Loads a checkpoint (weights_only=True) onto `device` in eval mode.
+
+        BatchNorm layers are folded into their convolutions (models/folding.py) when that
+        reproduces the unfolded outputs on a probe image.
+        """
         payload = read_checkpoint(checkpoint)
         model, cfg = load_model(payload, Path(checkpoint), weights=weights)
         dev = select_device(device)
         model = model.to(dev).eval()
+        size = cfg.data.image_size
+        probe = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(dev)
+        model, _ = folded_copy(model, probe)
         if cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
         scorer = AnomalyScorer(model, cfg.scoring, cfg.deviation.topk).to(dev).eval()
