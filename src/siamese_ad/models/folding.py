@@ -10,6 +10,7 @@ the original on a probe input and keeps the original when they disagree.
 from __future__ import annotations
 
 import copy
+import itertools
 
 import torch
 from torch import Tensor, nn
@@ -34,7 +35,7 @@ def fold_batchnorm(module: nn.Module) -> int:
     count = 0
     for parent in module.modules():
         names = list(parent._modules)
-        for first, second in zip(names, names[1:], strict=False):
+        for first, second in itertools.pairwise(names):
             conv, bn = parent._modules[first], parent._modules[second]
             if (
                 type(conv) is not nn.ConvTranspose2d
@@ -50,7 +51,10 @@ def fold_batchnorm(module: nn.Module) -> int:
 
 
 def _max_relative_gap(a: list[Tensor], b: list[Tensor]) -> float:
-    return max(float((x - y).abs().max() / x.abs().max().clamp_min(1e-12)) for x, y in zip(a, b))
+    return max(
+        float((x - y).abs().max() / x.abs().max().clamp_min(1e-12))
+        for x, y in zip(a, b, strict=True)
+    )
 
 
 @torch.no_grad()
