@@ -24,6 +24,7 @@ def _config_from_args(args: argparse.Namespace) -> Config:
         ("data", "object_type"): args.object_type,
         ("model", "backbone"): args.backbone,
         ("model", "weights"): args.weights,
+        ("model", "cpam_fusion"): args.cpam_fusion,
         ("train", "epochs"): args.epochs,
         ("train", "batch_size"): args.batch_size,
         ("train", "lr"): args.lr,
@@ -72,6 +73,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     p.add_argument(
         "--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast"
+    )
+    p.add_argument(
+        "--cpam-fusion",
+        choices=["gated", "literal"],
+        help="CPAM fusion (literal: eq. 5 as written)",
     )
     p.add_argument("--no-cpam", action="store_true", help="basic decoder without CPAM")
     p.add_argument("--no-contrastive", action="store_true", help="stage 1 without the triplet loss")
