@@ -26,26 +26,15 @@ from tqdm import tqdm
 
 from siamese_ad.config import Config, ConfigError
 from siamese_ad.data.sample import DataError
-from siamese_ad.evaluation.evaluate import atomic_write_text, evaluate
+from siamese_ad.evaluation.evaluate import METRIC_COLUMNS, atomic_write_text, evaluate
 from siamese_ad.training.multimodal import RGBD_MANIFEST
 from siamese_ad.training.trainer import CHECKPOINT, train
 
 DATASETS = ("mvtec", "mvtec3d", "folder")
 MODALITIES = ("rgb", "depth", "rgbd")
-RESULT_COLUMNS = (
-    ("category", "category"),
-    ("setup", "setup"),
-    ("modality", "modality"),
-    ("image_auroc", "image AUROC"),
-    ("image_auroc_max", "image AUROC (max)"),
-    ("image_auroc_deviation", "image AUROC (deviation)"),
-    ("pixel_auroc", "pixel AUROC"),
-    ("aupro", "AUPRO"),
-    ("image_f1_max", "F1-max"),
-    ("training_seconds", "training s"),
-    ("ms_per_image", "ms / image"),
-)
-NUMERIC = tuple(key for key, _ in RESULT_COLUMNS[3:])
+RESULT_COLUMNS = (("category", "category"), ("setup", "setup"), ("modality", "modality"))
+RESULT_COLUMNS += METRIC_COLUMNS
+NUMERIC = tuple(key for key, _ in METRIC_COLUMNS)
 _SHOT = re.compile(r"^(\d+)shot$")
 
 

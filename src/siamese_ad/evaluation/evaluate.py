@@ -20,6 +20,18 @@ from siamese_ad.data.splits import SplitManifest, exclude_trained
 from siamese_ad.evaluation.inference import Detector, Inference
 from siamese_ad.evaluation.thresholds import Thresholds, thresholds_for
 
+# The metrics a run reports, with their column titles in tables.
+METRIC_COLUMNS = (
+    ("image_auroc", "image AUROC"),
+    ("image_auroc_max", "image AUROC (max)"),
+    ("image_auroc_deviation", "image AUROC (deviation)"),
+    ("pixel_auroc", "pixel AUROC"),
+    ("aupro", "AUPRO"),
+    ("image_f1_max", "F1-max"),
+    ("training_seconds", "training s"),
+    ("ms_per_image", "ms / image"),
+)
+
 
 def _auroc_or_none(scores: np.ndarray | None, labels: np.ndarray) -> float | None:
     if scores is None or len(np.unique(labels)) < 2:

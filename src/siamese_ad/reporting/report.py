@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from siamese_ad import metrics
+from siamese_ad.evaluation.evaluate import METRIC_COLUMNS
 from siamese_ad.reporting.html import (
     FIGURES,
     REPORT,
@@ -33,16 +34,6 @@ if TYPE_CHECKING:
     from siamese_ad.evaluation.inference import Inference
     from siamese_ad.evaluation.thresholds import Thresholds
 
-METRIC_COLUMNS = (
-    ("image_auroc", "image AUROC"),
-    ("image_auroc_max", "image AUROC (max)"),
-    ("image_auroc_deviation", "image AUROC (deviation)"),
-    ("pixel_auroc", "pixel AUROC"),
-    ("aupro", "AUPRO"),
-    ("image_f1_max", "F1-max"),
-    ("training_seconds", "training s"),
-    ("ms_per_image", "ms / image"),
-)
 THRESHOLD_COLUMNS = (
     ("image", "image threshold"),
     ("image_method", "image method"),
