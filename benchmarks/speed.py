@@ -42,7 +42,6 @@ from siamese_ad.config import paper_preset
 from siamese_ad.evaluation.inference import Detector
 from siamese_ad.models.teacher import imagenet_normalize
 from siamese_ad.models.unet import build_unet
-from siamese_ad.scoring import AnomalyScorer
 from siamese_ad.training.stage1 import Stage1Step
 
 LAYERS = ("layer1", "layer2", "layer3")
@@ -91,15 +90,13 @@ def build_ours(v: Variant, args: argparse.Namespace, backbone: str, dev: torch.d
     model = build_unet(cfg.model).to(dev).to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.train.lr, betas=cfg.train.betas)
-    scorer = AnomalyScorer(model, cfg.scoring, cfg.deviation.topk).to(dev)
-    detector = Detector(scorer, cfg, {}, dev)
+    detector = Detector.from_model(model, cfg, dev, {})  # folds a copy of the model
     generator = torch.Generator().manual_seed(0)
 
     def train(images: torch.Tensor) -> None:
         Stage1Step(model, optimizer, images, None, cfg, dev)(torch.arange(len(images)), generator)
 
     def infer(images: torch.Tensor) -> None:
-        scorer.eval()
         detector.run(images, batch_size=len(images))
 
     return Runner(train, infer)

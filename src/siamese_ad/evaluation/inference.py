@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from siamese_ad.config import Config
 from siamese_ad.models.folding import folded_copy
+from siamese_ad.models.unet import TeacherStudentUNet
 from siamese_ad.scoring import AnomalyScorer
 from siamese_ad.training.checkpoint import load_model, read_checkpoint
 from siamese_ad.training.loop import autocast, select_device, to_device
@@ -53,22 +54,27 @@ class Detector:
     def load(
         cls, checkpoint: str | Path, device: str = "auto", weights: str | None = None
     ) -> Detector:
-        """Loads a checkpoint (weights_only=True) onto `device` in eval mode.
-
-        BatchNorm layers are folded into their convolutions (models/folding.py) when that
-        reproduces the unfolded outputs on a probe image.
-        """
+        """Loads a checkpoint (weights_only=True) onto `device` in eval mode."""
         payload = read_checkpoint(checkpoint)
         model, cfg = load_model(payload, Path(checkpoint), weights=weights)
-        dev = select_device(device)
-        model = model.to(dev).eval()
+        return cls.from_model(model, cfg, select_device(device), payload)
+
+    @classmethod
+    def from_model(
+        cls, model: TeacherStudentUNet, cfg: Config, device: torch.device, payload: dict
+    ) -> Detector:
+        """Prepares a model for inference: eval mode on `device`, channels_last as configured,
+        and BatchNorm folded into the convolutions (models/folding.py) when that reproduces the
+        unfolded outputs on a probe image. `model` is put in eval mode; its weights stay unchanged.
+        """
+        model = model.to(device).eval()
         size = cfg.data.image_size
-        probe = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(dev)
-        model, _ = folded_copy(model, probe)
+        probe = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+        model, _ = folded_copy(model, probe.to(device))
         if cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        scorer = AnomalyScorer(model, cfg.scoring, cfg.deviation.topk).to(dev).eval()
-        return cls(scorer, cfg, payload, dev)
+        scorer = AnomalyScorer(model, cfg.scoring, cfg.deviation.topk).to(device).eval()
+        return cls(scorer, cfg, payload, device)
 
     @torch.inference_mode()
     def run(self, images: torch.Tensor, batch_size: int | None = None) -> Inference:
