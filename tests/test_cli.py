@@ -149,3 +149,19 @@ def test_help_of_each_subcommand(
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert f"siamese-ad {command}" in out and flag in out
+
+
+def test_benchmark_command_runs_its_shard_and_writes_the_tables(
+    tmp_path: Path, tiny_category: Path, make_config: Callable[[Path], Config]
+) -> None:
+    config = tmp_path / "tiny.yaml"
+    make_config(tiny_category).to_yaml(config)
+    out = tmp_path / "bench"
+    args = ["benchmark", "--data", str(tiny_category.parent), "--dataset", "mvtec",
+            "--categories", tiny_category.name, "--setups", "full", "--out", str(out),
+            "--config", str(config), "--no-heatmaps", "--device", "cpu"]  # fmt: skip
+    assert main([*args, "--shard", "1/2"]) == 0  # the only cell is shard 0's: nothing runs
+    assert not (out / "results.md").exists()
+    assert main([*args, "--shard", "0/2"]) == 0
+    assert (out / "results.md").exists() and (out / tiny_category.name / "full").is_dir()
+    assert main([*args, "--shard", "2/2"]) == 2

@@ -99,12 +99,6 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--no-heatmaps", action="store_true", help="skip the per-image PNG panels")
-    p.add_argument(
-        "--shard",
-        default="0/1",
-        help="K/N: run every N-th cell from K, to share the cells among N processes "
-        "(one per GPU, say); a last run without --shard writes the tables",
-    )
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
@@ -178,6 +172,12 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--deviation-epochs", type=int, help="stage-2 epochs")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--no-heatmaps", action="store_true", help="skip the per-image PNG panels")
+    p.add_argument(
+        "--shard",
+        default="0/1",
+        help="K/N: run every N-th cell from K, to share the cells among N processes "
+        "(one per GPU, say); a last run without --shard writes the tables",
+    )
 
 
 def _benchmark_config(args: argparse.Namespace) -> Config:
