@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -101,20 +102,39 @@ def _reference_normals(
     return load_images(validation, cfg.data.image_size, loader, "validation images").images
 
 
-def train(cfg: Config, out_dir: str | Path, resume: bool = False) -> Path:
-    """Trains one category as `cfg` says; returns the checkpoint path.
+@dataclass
+class _Run:
+    """One training run in progress: what its stages share."""
 
-    A checkpoint is written after every epoch; `resume=True` continues from it. With
-    data.modality "rgbd" an RGB and a depth model are trained in out_dir/rgb and out_dir/depth
-    (training/multimodal.py) and the returned path is the run's rgbd.json.
-    """
-    cfg.validate()
-    if cfg.data.modality == "rgbd":
-        from siamese_ad.training.multimodal import RGBD_MANIFEST, train_rgbd
+    cfg: Config
+    ckpt: Path
+    manifest: dict
+    model: TeacherStudentUNet
+    state: TrainingState
+    normals: torch.Tensor
+    validation: list[Sample]
+    loader: ImageLoader
+    pool: AnomalyPool | None
+    device: torch.device
 
-        train_rgbd(cfg, out_dir, resume)
-        return Path(out_dir) / RGBD_MANIFEST
-    out_dir = Path(out_dir)
+    def save(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        if distributed.is_main():
+            save_checkpoint(self.ckpt, self.model, self.cfg, self.state, self.manifest, optimizer)
+
+    def run(self, stage: str, epochs: int, lr: float, step_type: type, optimizer_state) -> None:
+        """Runs the unfinished epochs of `stage` with a fresh (or restored) Adam."""
+        opt = _adam(self.model, lr, self.cfg.train.betas)
+        if optimizer_state is not None:
+            opt.load_state_dict(optimizer_state)
+        step = step_type(self.model, opt, self.normals, self.pool, self.cfg, self.device)
+        bs, seed = self.cfg.train.batch_size, self.cfg.train.seed
+        run_stage(
+            stage, epochs, self.state, len(self.normals), bs, seed, step, lambda: self.save(opt)
+        )
+
+
+def _prepare(cfg: Config, out_dir: Path, resume: bool) -> tuple[_Run, dict | None]:
+    """Reads the data, builds or restores the model, writes config and manifest, makes the pool."""
     ckpt = out_dir / CHECKPOINT
     if ckpt.exists() and not resume:
         raise CheckpointError(
@@ -147,36 +167,36 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False) -> Path:
         if split.anomalies:
             real = load_images(split.anomalies, cfg.data.image_size, loader, "real anomalies")
         pool = build_pool(normals, real, cfg)
+    run = _Run(cfg, ckpt, manifest, model, state, normals, split.validation, loader, pool, device)
+    return run, optimizer_state
 
-    def save(optimizer: torch.optim.Optimizer | None) -> None:
-        if distributed.is_main():
-            save_checkpoint(ckpt, model, cfg, state, manifest, optimizer)
 
+def train(cfg: Config, out_dir: str | Path, resume: bool = False) -> Path:
+    """Trains one category as `cfg` says; returns the checkpoint path.
+
+    A checkpoint is written after every epoch; `resume=True` continues from it. With
+    data.modality "rgbd" an RGB and a depth model are trained in out_dir/rgb and out_dir/depth
+    (training/multimodal.py) and the returned path is the run's rgbd.json.
+    """
+    cfg.validate()
+    if cfg.data.modality == "rgbd":
+        from siamese_ad.training.multimodal import RGBD_MANIFEST, train_rgbd
+
+        train_rgbd(cfg, out_dir, resume)
+        return Path(out_dir) / RGBD_MANIFEST
+    run, optimizer_state = _prepare(cfg, Path(out_dir), resume)
+    state = run.state
     if state.stage == "stage1":
-        opt = _adam(model, cfg.train.lr, cfg.train.betas)
-        if optimizer_state is not None:
-            opt.load_state_dict(optimizer_state)
-        step = Stage1Step(model, opt, normals, pool, cfg, device)
-        bs, seed = cfg.train.batch_size, cfg.train.seed
-        run_stage(
-            "stage1", cfg.train.epochs, state, len(normals), bs, seed, step, lambda: save(opt)
-        )
+        run.run("stage1", cfg.train.epochs, cfg.train.lr, Stage1Step, optimizer_state)
         state.stage, state.epoch, optimizer_state = "stage2", 0, None
         if not (cfg.deviation.enabled and cfg.deviation.epochs):
             state.stage = "done"
-        save(None)
+        run.save()
     if state.stage == "stage2":
         if state.epoch == 0:
-            reference = _reference_normals(split.validation, normals, cfg, loader)
-            set_statistics(model, *normal_statistics(model, reference, cfg, device))
-        opt = _adam(model, cfg.deviation.lr, cfg.train.betas)
-        if optimizer_state is not None:
-            opt.load_state_dict(optimizer_state)
-        step = Stage2Step(model, opt, normals, pool, cfg, device)
-        bs, seed = cfg.train.batch_size, cfg.train.seed
-        run_stage(
-            "stage2", cfg.deviation.epochs, state, len(normals), bs, seed, step, lambda: save(opt)
-        )
+            reference = _reference_normals(run.validation, run.normals, cfg, run.loader)
+            set_statistics(run.model, *normal_statistics(run.model, reference, cfg, run.device))
+        run.run("stage2", cfg.deviation.epochs, cfg.deviation.lr, Stage2Step, optimizer_state)
         state.stage = "done"
-        save(None)
-    return ckpt
+        run.save()
+    return run.ckpt
