@@ -16,6 +16,7 @@ ROWS = {
     "cpam-literal": "+ CPAM (literal eq. 5)",
     "stage1": "+ CPAM + stage 1 (contrastive)",
     "full": "full method (+ stage 2), K = 0",
+    "full-dev8": "full method, K = 0, 8 stage-2 epochs (not 2)",
     "full-real2": "full method, K = 2 real anomalies per type",
     "16shot": "full method, 16-shot, K = 0",
 }
