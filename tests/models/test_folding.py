@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from siamese_ad.config import ModelConfig
-from siamese_ad.models.folding import fold_batchnorm, folded_copy
+from siamese_ad.models.folding import fold_batchnorm, fold_checked
 from siamese_ad.models.unet import build_unet
 
 
@@ -27,13 +27,13 @@ def test_folded_unet_matches_the_original(backbone: str) -> None:
     model = build_unet(ModelConfig(backbone=backbone, weights="none", decoder_blocks=1)).eval()
     _randomise_batchnorm(model)
     probe = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    folded, ok = folded_copy(model, probe)
-    assert ok and folded is not model
-    remaining = sum(isinstance(m, nn.BatchNorm2d) for m in folded.teacher.modules())
-    assert remaining == 0
     x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
-        a, b = model(x), folded(x)
+        a = model(x)
+    assert fold_checked(model, probe)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.teacher.modules()) == 0
+    with torch.inference_mode():
+        b = model(x)
     for ta, tb in zip(a.teacher + a.student, b.teacher + b.student, strict=True):
         torch.testing.assert_close(tb, ta, rtol=1e-4, atol=1e-4 * float(ta.abs().max()))
 
@@ -50,9 +50,16 @@ class _BatchNormFirst(nn.Module):
         return self.conv(self.bn(x))
 
 
-def test_a_pair_applied_in_another_order_is_left_alone() -> None:
+def test_a_pair_applied_in_another_order_is_unfolded_again() -> None:
     model = _BatchNormFirst().eval()
     _randomise_batchnorm(model)
+    probe = torch.rand(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        before = model(probe)
+    weight = model.conv.weight.detach().clone()
     assert fold_batchnorm(_BatchNormFirst()) == 1  # the heuristic alone would fold it
-    folded, ok = folded_copy(model, torch.rand(1, 4, 8, 8))
-    assert not ok and folded is model
+    assert not fold_checked(model, probe)
+    assert isinstance(model.bn, nn.BatchNorm2d)
+    torch.testing.assert_close(model.conv.weight, weight)
+    with torch.no_grad():
+        torch.testing.assert_close(model(probe), before)

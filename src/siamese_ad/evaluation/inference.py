@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from siamese_ad.config import Config
-from siamese_ad.models.folding import folded_copy
+from siamese_ad.models.folding import fold_checked
 from siamese_ad.models.unet import TeacherStudentUNet
 from siamese_ad.scoring import AnomalyScorer
 from siamese_ad.training.checkpoint import load_model, read_checkpoint
@@ -65,12 +65,12 @@ class Detector:
     ) -> Detector:
         """Prepares a model for inference: eval mode on `device`, channels_last as configured,
         and BatchNorm folded into the convolutions (models/folding.py) when that reproduces the
-        unfolded outputs on a probe image. `model` is put in eval mode; its weights stay unchanged.
+        unfolded outputs on a probe image. This changes `model` in place: it is no longer trainable.
         """
         model = model.to(device).eval()
         size = cfg.data.image_size
         probe = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
-        model, _ = folded_copy(model, probe.to(device))
+        fold_checked(model, probe.to(device))
         if cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
         scorer = AnomalyScorer(model, cfg.scoring, cfg.deviation.topk).to(device).eval()

@@ -1,16 +1,17 @@
 """Folding eval-mode BatchNorm into the convolution before it, for faster inference.
 
 A BatchNorm2d in eval mode is an affine map per channel, so conv -> BN equals one convolution
-with rescaled weights and a bias. `fold_batchnorm` finds each Conv2d whose next sibling (in
-registration order) is a BatchNorm2d of matching width, folds the pair, and replaces the BN by an
-identity. Registration order is not always call order, so `folded_copy` checks the result against
-the original on a probe input and keeps the original when they disagree.
+with rescaled weights and a bias. `fold_batchnorm` folds each Conv2d whose next sibling (in
+registration order) is a BatchNorm2d of matching width and replaces the BN by an identity.
+Registration order is not always call order, so `fold_checked` folds in place, compares the
+outputs on a probe input with those before, and undoes every fold when they disagree; no copy
+of the model is made, so folding does not raise peak memory.
 """
 
 from __future__ import annotations
 
-import copy
 import itertools
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -18,13 +19,54 @@ from torch import Tensor, nn
 PROBE_TOLERANCE = 1e-4  # relative to the largest output magnitude, float32
 
 
+@dataclass
+class _Fold:
+    """One folded pair, kept so the fold can be undone."""
+
+    parent: nn.Module
+    name: str
+    conv: nn.Conv2d
+    bn: nn.BatchNorm2d
+    old_bias: Tensor | None
+
+    def undo(self) -> None:
+        with torch.no_grad():
+            self.conv.weight.div_(_scale(self.bn).view(-1, 1, 1, 1))
+        self.conv.bias = None if self.old_bias is None else nn.Parameter(self.old_bias)
+        self.parent._modules[self.name] = self.bn
+
+
+def _scale(bn: nn.BatchNorm2d) -> Tensor:
+    return bn.weight / torch.sqrt(bn.running_var + bn.eps)
+
+
+def _is_pair(conv: nn.Module | None, bn: nn.Module | None) -> bool:
+    return (
+        isinstance(conv, nn.Conv2d)
+        and isinstance(bn, nn.BatchNorm2d)
+        and bn.num_features == conv.out_channels
+        and bn.track_running_stats
+    )
+
+
 @torch.no_grad()
-def _fold_pair(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    conv.weight.mul_(scale.view(-1, 1, 1, 1))
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    new_bias = (bias - bn.running_mean) * scale + bn.bias
-    conv.bias = nn.Parameter(new_bias, requires_grad=False)
+def _fold_all(module: nn.Module) -> list[_Fold]:
+    folds = []
+    for parent in list(module.modules()):
+        for first, second in itertools.pairwise(list(parent._modules)):
+            conv, bn = parent._modules[first], parent._modules[second]
+            if not _is_pair(conv, bn):
+                continue
+            old_bias = None if conv.bias is None else conv.bias.detach().clone()
+            scale = _scale(bn)
+            conv.weight.mul_(scale.view(-1, 1, 1, 1))
+            bias = old_bias if old_bias is not None else torch.zeros_like(bn.running_mean)
+            conv.bias = nn.Parameter(
+                (bias - bn.running_mean) * scale + bn.bias, requires_grad=False
+            )
+            parent._modules[second] = nn.Identity()
+            folds.append(_Fold(parent, second, conv, bn, old_bias))
+    return folds
 
 
 def fold_batchnorm(module: nn.Module) -> int:
@@ -32,47 +74,35 @@ def fold_batchnorm(module: nn.Module) -> int:
 
     Only for inference: the module must be in eval mode and is not trainable afterwards.
     """
-    count = 0
-    for parent in module.modules():
-        names = list(parent._modules)
-        for first, second in itertools.pairwise(names):
-            conv, bn = parent._modules[first], parent._modules[second]
-            if (
-                type(conv) is not nn.ConvTranspose2d
-                and isinstance(conv, nn.Conv2d)
-                and isinstance(bn, nn.BatchNorm2d)
-                and bn.num_features == conv.out_channels
-                and bn.track_running_stats
-            ):
-                _fold_pair(conv, bn)
-                parent._modules[second] = nn.Identity()
-                count += 1
-    return count
-
-
-def _max_relative_gap(a: list[Tensor], b: list[Tensor]) -> float:
-    return max(
-        float((x - y).abs().max() / x.abs().max().clamp_min(1e-12))
-        for x, y in zip(a, b, strict=True)
-    )
+    return len(_fold_all(module))
 
 
 @torch.no_grad()
-def folded_copy(model: nn.Module, probe: Tensor) -> tuple[nn.Module, bool]:
-    """A BN-folded copy of an eval-mode `model` when it reproduces the original on `probe`.
+def fold_checked(model: nn.Module, probe: Tensor) -> bool:
+    """Folds an eval-mode `model` in place when that reproduces its outputs on `probe`.
 
     Args:
         model: returns a tensor, a list of tensors, or an object with teacher/student lists.
         probe: an input batch, e.g. (1, 3, S, S).
 
     Returns:
-        (the folded copy, True), or (model itself, False) when folding changed the outputs.
+        True when folded; False (and `model` as it was) when folding changed the outputs.
     """
-    folded = copy.deepcopy(model).eval()
-    if not fold_batchnorm(folded):
-        return model, False
-    gap = _max_relative_gap(_flat(model(probe)), _flat(folded(probe)))
-    return (folded, True) if gap <= PROBE_TOLERANCE else (model, False)
+    before = _flat(model(probe))
+    folds = _fold_all(model)
+    if not folds:
+        return False
+    gap = _max_relative_gap(before, _flat(model(probe)))
+    if gap <= PROBE_TOLERANCE:
+        return True
+    for fold in reversed(folds):
+        fold.undo()
+    return False
+
+
+def _max_relative_gap(a: list[Tensor], b: list[Tensor]) -> float:
+    pairs = zip(a, b, strict=True)
+    return max(float((x - y).abs().max() / x.abs().max().clamp_min(1e-12)) for x, y in pairs)
 
 
 def _flat(output: object) -> list[Tensor]:
