@@ -107,7 +107,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", help="image files and/or folders of images")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="checkpoint.pt written by train")
+    source.add_argument("--checkpoint", help="checkpoint.pt written by train, or its run folder")
     source.add_argument(
         "--model", help="model.onnx written by export (runs with onnxruntime, without torch)"
     )
@@ -120,7 +120,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export", help="write a checkpoint as one ONNX or TorchScript graph", epilog=EPILOG
     )
-    p.add_argument("--checkpoint", required=True, help="checkpoint.pt written by train")
+    p.add_argument(
+        "--checkpoint", required=True, help="checkpoint.pt written by train, or its run folder"
+    )
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     p.add_argument("--out", required=True, help="model file to write (metadata: same name .json)")
     p.add_argument("--weights", help="teacher weights override: imagenet, none or a file")

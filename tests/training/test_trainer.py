@@ -188,3 +188,12 @@ def test_corrupt_checkpoint_names_the_file(tmp_path: Path) -> None:
         read_checkpoint(path)
     with pytest.raises(CheckpointError, match=re.escape(str(tmp_path / "missing.pt"))):
         read_checkpoint(tmp_path / "missing.pt")
+
+
+def test_a_run_folder_reads_as_its_checkpoint(unbroken: Path, tmp_path: Path) -> None:
+    assert read_checkpoint(unbroken.parent)["state"] == read_checkpoint(unbroken)["state"]
+    rgbd = tmp_path / "rgbd-run"
+    rgbd.mkdir()
+    (rgbd / "rgbd.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="branch"):
+        read_checkpoint(rgbd)

@@ -15,6 +15,7 @@ from siamese_ad.models.unet import TeacherStudentUNet, build_unet
 from siamese_ad.training.errors import CheckpointError
 
 FORMAT_VERSION = 1
+CHECKPOINT = "checkpoint.pt"  # its name inside a run folder
 
 
 @dataclass
@@ -70,8 +71,16 @@ def save_checkpoint(
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Loads a checkpoint's contents with weights_only=True."""
+    """Loads a checkpoint with weights_only=True; a run folder means its checkpoint.pt."""
     path = Path(path)
+    if path.is_dir():
+        if not (path / CHECKPOINT).exists() and (path / "rgbd.json").exists():
+            raise CheckpointError(
+                f"{path} is an RGB-D run of two models: give one branch's checkpoint "
+                f"({path / 'rgb' / CHECKPOINT} or {path / 'depth' / CHECKPOINT}), "
+                "or evaluate the folder to score the fused pair"
+            )
+        path = path / CHECKPOINT
     if not path.is_file():
         raise CheckpointError(
             f"no checkpoint at {path}: train first (siamese-ad train ... --out DIR)"

@@ -19,6 +19,7 @@ from siamese_ad.data.synthesis import AnomalySynthesizer
 from siamese_ad.models.unet import TeacherStudentUNet, build_unet
 from siamese_ad.training import distributed
 from siamese_ad.training.checkpoint import (
+    CHECKPOINT,
     CheckpointError,
     TrainingState,
     load_model,
@@ -28,8 +29,6 @@ from siamese_ad.training.checkpoint import (
 from siamese_ad.training.loop import STAGE_SALT, run_stage, seed_everything, select_device
 from siamese_ad.training.stage1 import AnomalyPool, Stage1Step
 from siamese_ad.training.stage2 import Stage2Step, normal_statistics, set_statistics
-
-CHECKPOINT = "checkpoint.pt"
 
 
 def build_pool(normals: torch.Tensor, real: ImageSet | None, cfg: Config) -> AnomalyPool:
