@@ -140,12 +140,18 @@ def test_resume_after_a_crash_equals_an_unbroken_run(
     assert _losses(resumed) == _losses(unbroken)
 
 
+def _copy_run(checkpoint: Path, tmp_path: Path) -> Path:
+    """A fresh run folder holding a copy of `checkpoint`."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(checkpoint.read_bytes())
+    return run
+
+
 def test_resume_with_another_model_is_refused(
     unbroken: Path, tiny_config: Config, tmp_path: Path
 ) -> None:
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "checkpoint.pt").write_bytes(unbroken.read_bytes())
+    run = _copy_run(unbroken, tmp_path)
     cfg = _two_by_two(tiny_config)
     cfg.model.cpam = False
     with pytest.raises(CheckpointError, match=re.escape(str(run / "checkpoint.pt"))):
@@ -158,9 +164,7 @@ def test_resume_with_other_training_settings_is_refused(
     unbroken: Path, tiny_config: Config, tmp_path: Path
 ) -> None:
     """A finished run resumed with more epochs must not silently return the old checkpoint."""
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "checkpoint.pt").write_bytes(unbroken.read_bytes())
+    run = _copy_run(unbroken, tmp_path)
     cfg = _two_by_two(tiny_config)
     cfg.train.epochs = 3
     with pytest.raises(CheckpointError, match=r"train\.epochs"):

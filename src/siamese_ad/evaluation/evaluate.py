@@ -81,7 +81,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_scores_csv(path: Path, images: ImageSet, inference: Inference, root: Path) -> None:
+def write_scores_csv(path: Path, images: ImageSet, inference: Inference) -> None:
     """One row per image: path, defect, label, score, score_max, score_deviation."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as fh:
@@ -146,7 +146,7 @@ def evaluate(
     result["data"] = root.as_posix()
     thresholds = _thresholds_or_none(checkpoint, detector, root, batch_size)
     result["thresholds"] = None if thresholds is None else thresholds.to_dict()
-    write_scores_csv(out_dir / "scores.csv", images, inference, root)
+    write_scores_csv(out_dir / "scores.csv", images, inference)
     panels = write_panels(out_dir / "heatmaps", images, inference.maps) if heatmaps else None
     write_eval_report(out_dir, result, images, inference, thresholds, panels)
     atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=2))  # last: finished

@@ -228,7 +228,7 @@ def evaluate_rgbd(
     result["branches"] = {
         name: _branch_summary(run, checkpoints[name]) for name, run in runs.items()
     }
-    write_scores_csv(out_dir / "scores.csv", images, fused, root)
+    write_scores_csv(out_dir / "scores.csv", images, fused)
     panels = write_panels(out_dir / "heatmaps", images, fused.maps) if heatmaps else None
     write_eval_report(out_dir, result, images, fused, thresholds, panels)
     atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=2))  # last: finished

@@ -6,7 +6,7 @@ import contextlib
 import random
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -14,6 +14,11 @@ from tqdm import tqdm
 
 from siamese_ad.training import distributed
 from siamese_ad.training.checkpoint import TrainingState
+
+if TYPE_CHECKING:
+    from siamese_ad.config import Config
+    from siamese_ad.models.unet import TeacherStudentUNet
+    from siamese_ad.training.stage1 import AnomalyPool
 
 STAGE_SALT = {"stage1": 1, "stage2": 2, "stats": 3, "pool": 4}
 
@@ -100,3 +105,32 @@ def run_stage(
             done = f"{stage} epoch {epoch + 1}/{epochs}"
             tqdm.write(f"{done}: loss {mean_loss:.4f} ({seconds:.1f} s)")
             save()
+
+
+class OptimizerStep:
+    """What both stages' steps share: their inputs, and loss -> gradients -> update.
+
+    Subclasses compute the loss of one batch in `__call__` and finish with `apply`.
+    """
+
+    def __init__(
+        self,
+        model: TeacherStudentUNet,
+        optimizer: torch.optim.Optimizer,
+        normals: torch.Tensor,
+        pool: AnomalyPool | None,
+        cfg: Config,
+        device: torch.device,
+    ) -> None:
+        self.model, self.optimizer, self.normals, self.pool = model, optimizer, normals, pool
+        self.cfg, self.device = cfg, device
+
+    def apply(self, loss: torch.Tensor, n_local: int, n_global: int) -> float:
+        """Backpropagates `loss` of this process's n_local of n_global images; returns the
+        global loss. Under torchrun the gradients are averaged so they equal one process's."""
+        loss = loss * distributed.loss_weight(n_local, n_global)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        distributed.average_gradients(self.model)
+        self.optimizer.step()
+        return distributed.mean_over_ranks(loss)

@@ -9,11 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from siamese_ad.config import Config
 from siamese_ad.losses import contrastive_loss, distillation_loss
-from siamese_ad.models.unet import TeacherStudentUNet
 from siamese_ad.training import distributed
-from siamese_ad.training.loop import autocast, to_device
+from siamese_ad.training.loop import OptimizerStep, autocast, to_device
 
 
 @dataclass
@@ -51,20 +49,8 @@ def rotate_batch(images: Tensor, max_degrees: float, generator: torch.Generator)
     )
 
 
-class Stage1Step:
+class Stage1Step(OptimizerStep):
     """One optimisation step of stage 1; with the contrastive part off it is the basic RD block."""
-
-    def __init__(
-        self,
-        model: TeacherStudentUNet,
-        optimizer: torch.optim.Optimizer,
-        normals: Tensor,
-        pool: AnomalyPool | None,
-        cfg: Config,
-        device: torch.device,
-    ) -> None:
-        self.model, self.optimizer, self.normals, self.pool = model, optimizer, normals, pool
-        self.cfg, self.device = cfg, device
 
     def __call__(self, idx: Tensor, generator: torch.Generator) -> float:
         cfg, con = self.cfg, self.cfg.contrastive
@@ -88,9 +74,4 @@ class Stage1Step:
             loss = loss + con.lambda_con * contrastive_loss(
                 s_n, s_aug, s_a, con.margin, con.reduction
             )
-        loss = loss * distributed.loss_weight(n, len(idx))
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        distributed.average_gradients(self.model)
-        self.optimizer.step()
-        return distributed.mean_over_ranks(loss)
+        return self.apply(loss, n, len(idx))

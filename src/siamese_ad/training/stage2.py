@@ -9,8 +9,7 @@ from siamese_ad.config import Config
 from siamese_ad.losses import deviation_loss, distillation_loss, stage_scores
 from siamese_ad.models.unet import TeacherStudentUNet
 from siamese_ad.training import distributed
-from siamese_ad.training.loop import autocast, to_device
-from siamese_ad.training.stage1 import AnomalyPool
+from siamese_ad.training.loop import OptimizerStep, autocast, to_device
 
 STD_FLOOR = 1e-6
 RELATIVE_STD_FLOOR = 0.01  # a spread below 1% of the mean is estimation noise, not signal
@@ -41,20 +40,8 @@ def set_statistics(model: TeacherStudentUNet, mean: Tensor, std: Tensor) -> None
     model.deviation_ready.fill_(True)
 
 
-class Stage2Step:
+class Stage2Step(OptimizerStep):
     """One optimisation step on (normal, anomalous) pairs: L_dev + lambda_cos L_cos on normals."""
-
-    def __init__(
-        self,
-        model: TeacherStudentUNet,
-        optimizer: torch.optim.Optimizer,
-        normals: Tensor,
-        pool: AnomalyPool,
-        cfg: Config,
-        device: torch.device,
-    ) -> None:
-        self.model, self.optimizer, self.normals, self.pool = model, optimizer, normals, pool
-        self.cfg, self.device = cfg, device
 
     def __call__(self, idx: Tensor, generator: torch.Generator) -> float:
         cfg = self.cfg
@@ -76,9 +63,4 @@ class Stage2Step:
             [s[:n] for s in pair.student],
             cfg.train.distill_reduction,
         )
-        loss = loss * distributed.loss_weight(n, len(idx))
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        distributed.average_gradients(self.model)
-        self.optimizer.step()
-        return distributed.mean_over_ranks(loss)
+        return self.apply(loss, n, len(idx))
