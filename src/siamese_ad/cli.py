@@ -85,6 +85,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
 
 
+def _add_compile(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the scorer through torch.compile: faster after a first batch that compiles "
+        "(needs a C++ compiler on CPU; falls back with a warning)",
+    )
+
+
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate", help="score the test split; metrics.json, scores.csv, PNGs", epilog=EPILOG
@@ -99,6 +108,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--no-heatmaps", action="store_true", help="skip the per-image PNG panels")
+    _add_compile(p)
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
@@ -114,6 +124,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="results folder")
     p.add_argument("--device", default="auto", help="with --checkpoint: auto, cpu, cuda")
     p.add_argument("--batch-size", type=int)
+    _add_compile(p)
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
@@ -240,7 +251,13 @@ def run(args: argparse.Namespace) -> int:
         run_dir = Path(args.checkpoint)
         out = Path(args.out or (run_dir if run_dir.is_dir() else run_dir.parent) / "eval")
         result = evaluate(
-            args.checkpoint, out, args.data, args.device, args.batch_size, not args.no_heatmaps
+            args.checkpoint,
+            out,
+            args.data,
+            args.device,
+            args.batch_size,
+            not args.no_heatmaps,
+            args.compile,
         )
         _print_metrics(result, out)
     elif args.command == "predict" and args.model:
@@ -251,7 +268,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "predict":
         from siamese_ad.evaluation.predict import predict
 
-        rows = predict(args.checkpoint, args.inputs, args.out, args.device, args.batch_size)
+        rows = predict(
+            args.checkpoint, args.inputs, args.out, args.device, args.batch_size, args.compile
+        )
         print(f"scored {len(rows)} images: {Path(args.out) / 'scores.csv'}")
     elif args.command == "export":
         from siamese_ad.export import export_model, metadata_path

@@ -108,12 +108,14 @@ def evaluate(
     device: str = "auto",
     batch_size: int | None = None,
     heatmaps: bool = True,
+    compile: bool = False,
 ) -> dict[str, Any]:
     """Scores the test split of the checkpoint's category (or `data_root`) and writes
     metrics.json, scores.csv and, when `heatmaps`, one PNG panel per test image under heatmaps/.
 
     `checkpoint` is a checkpoint.pt or a run folder (train's --out). An rgbd run (its folder or
-    its rgbd.json) is scored by both branches, fused (evaluation/fusion.py).
+    its rgbd.json) is scored by both branches, fused (evaluation/fusion.py). `compile` runs
+    the scorer through torch.compile (evaluation/inference.py's Detector).
     """
     from siamese_ad.reporting.heatmaps import write_panels
     from siamese_ad.reporting.report import write_eval_report
@@ -125,10 +127,10 @@ def evaluate(
     if rgbd is not None:
         from siamese_ad.evaluation.fusion import evaluate_rgbd
 
-        return evaluate_rgbd(rgbd, out_dir, data_root, device, batch_size, heatmaps)
+        return evaluate_rgbd(rgbd, out_dir, data_root, device, batch_size, heatmaps, compile)
     if checkpoint.is_dir():
         checkpoint = checkpoint / CHECKPOINT
-    detector = Detector.load(checkpoint, device)
+    detector = Detector.load(checkpoint, device, compile=compile)
     cfg = detector.cfg
     root = Path(data_root or cfg.data.root)
     data = read_category(root, cfg.data.format)

@@ -172,9 +172,12 @@ def _score_branches(
     data_root: str | Path | None,
     device: str,
     batch_size: int | None,
+    compile: bool = False,
 ) -> tuple[dict[str, BranchRun], dict[str, Detector], Path]:
     """Loads both branches and scores the run's validation images and unseen test images."""
-    detectors = {name: Detector.load(path, device) for name, path in checkpoints.items()}
+    detectors = {
+        name: Detector.load(path, device, compile=compile) for name, path in checkpoints.items()
+    }
     cfg = detectors["rgb"].cfg
     root = Path(data_root or cfg.data.root)
     data = read_category(root, cfg.data.format)
@@ -196,6 +199,7 @@ def evaluate_rgbd(
     device: str = "auto",
     batch_size: int | None = None,
     heatmaps: bool = True,
+    compile: bool = False,
 ) -> dict[str, Any]:
     """Scores the test split with both branches of an rgbd run and fuses them.
 
@@ -210,7 +214,7 @@ def evaluate_rgbd(
 
     out_dir = Path(out_dir)
     checkpoints = read_rgbd_manifest(manifest)
-    runs, detectors, root = _score_branches(checkpoints, data_root, device, batch_size)
+    runs, detectors, root = _score_branches(checkpoints, data_root, device, batch_size, compile)
     fused = fuse([run.standardised() for run in runs.values()])
     thresholds = fused_thresholds(
         list(runs.values()), detectors["rgb"].cfg.scoring.threshold_quantile

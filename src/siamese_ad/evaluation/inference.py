@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ from tqdm import tqdm
 from siamese_ad.config import Config
 from siamese_ad.models.folding import fold_checked
 from siamese_ad.models.unet import TeacherStudentUNet
-from siamese_ad.scoring import AnomalyScorer
+from siamese_ad.scoring import AnomalyOutput, AnomalyScorer
 from siamese_ad.training.checkpoint import load_model, read_checkpoint
 from siamese_ad.training.loop import autocast, select_device, to_device
 
@@ -43,25 +45,42 @@ class Inference:
 
 @dataclass
 class Detector:
-    """A loaded checkpoint ready to score images."""
+    """A loaded checkpoint ready to score images.
+
+    With `compile=True` the scorer runs through `torch.compile` (Inductor, weights frozen as
+    constants): the first batch of each size pays the compilation (seconds to a minute), later
+    ones run faster. `run` pads a short last batch to the batch size so that one compiled graph
+    serves every batch. If compilation fails (no C++ compiler, say) it warns and runs eagerly.
+    """
 
     scorer: AnomalyScorer
     cfg: Config
     payload: dict
     device: torch.device
+    compile: bool = False
+    _forward: Callable[[torch.Tensor], AnomalyOutput] | None = field(default=None, repr=False)
 
     @classmethod
     def load(
-        cls, checkpoint: str | Path, device: str = "auto", weights: str | None = None
+        cls,
+        checkpoint: str | Path,
+        device: str = "auto",
+        weights: str | None = None,
+        compile: bool = False,
     ) -> Detector:
         """Loads a checkpoint (weights_only=True) onto `device` in eval mode."""
         payload = read_checkpoint(checkpoint)
         model, cfg = load_model(payload, Path(checkpoint), weights=weights)
-        return cls.from_model(model, cfg, select_device(device), payload)
+        return cls.from_model(model, cfg, select_device(device), payload, compile=compile)
 
     @classmethod
     def from_model(
-        cls, model: TeacherStudentUNet, cfg: Config, device: torch.device, payload: dict
+        cls,
+        model: TeacherStudentUNet,
+        cfg: Config,
+        device: torch.device,
+        payload: dict,
+        compile: bool = False,
     ) -> Detector:
         """Prepares a model for inference: eval mode on `device`, channels_last as configured,
         and BatchNorm folded into the convolutions (models/folding.py) when that reproduces the
@@ -74,23 +93,46 @@ class Detector:
         if cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
         scorer = AnomalyScorer(model, cfg.scoring, cfg.deviation.topk).to(device).eval()
-        return cls(scorer, cfg, payload, device)
+        return cls(scorer, cfg, payload, device, compile=compile)
+
+    def _score(self, x: torch.Tensor) -> AnomalyOutput:
+        """One batch through the scorer: compiled when asked for and possible, else eager."""
+        if not self.compile:
+            return self.scorer(x)
+        if self._forward is None:
+            self._forward = torch.compile(self.scorer, dynamic=False, options={"freezing": True})
+        try:
+            return self._forward(x)
+        except Exception as err:  # any compiler failure: eager re-raises real errors
+            warnings.warn(
+                f"torch.compile failed, scoring without it ({type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else ''}); drop --compile to silence this",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            self.compile, self._forward = False, None
+            return self.scorer(x)
 
     @torch.inference_mode()
     def run(self, images: torch.Tensor, batch_size: int | None = None) -> Inference:
         """(N, 3, S, S) uint8 -> Inference."""
         bs = batch_size or self.cfg.train.batch_size
+        if self.compile:
+            bs = max(1, min(bs, len(images)))
         maps, scores, smax, sdev = [], [], [], []
         start = time.perf_counter()
         for chunk in tqdm(images.split(bs), desc="scoring", leave=False, unit="batch"):
+            n = len(chunk)
+            if self.compile and n < bs:  # one graph for every batch: pad with the last image
+                chunk = torch.cat([chunk, chunk[-1:].expand(bs - n, *chunk.shape[1:])])
             x = to_device(chunk, self.device, self.cfg.train.channels_last)
             with autocast(self.device, self.cfg.train.bf16):
-                out = self.scorer(x)
-            maps.append(out.map.float().cpu())
-            scores.append(out.score.float().cpu())
-            smax.append(out.score_max.float().cpu())
+                out = self._score(x)
+            maps.append(out.map[:n].float().cpu())
+            scores.append(out.score[:n].float().cpu())
+            smax.append(out.score_max[:n].float().cpu())
             if out.score_deviation is not None:
-                sdev.append(out.score_deviation.float().cpu())
+                sdev.append(out.score_deviation[:n].float().cpu())
         seconds = time.perf_counter() - start
         return Inference(
             maps=torch.cat(maps).numpy(),

@@ -23,6 +23,7 @@ def predict(
     out_dir: str | Path,
     device: str = "auto",
     batch_size: int | None = None,
+    compile: bool = False,
 ) -> list[dict]:
     """Writes scores.csv and one heat-map PNG per image under out_dir/heatmaps; returns the rows.
 
@@ -31,7 +32,7 @@ def predict(
     (0, 1), 0.5 at the threshold) and `mask`: heatmaps/NNNNN_<stem>_mask.png, 255 where the map
     > pixel threshold, at the model's input size. Without validation images these are left out.
     """
-    detector = Detector.load(checkpoint, device)
+    detector = Detector.load(checkpoint, device, compile=compile)
     paths = collect_images(inputs)
     images = load_images([Sample(p, 0) for p in paths], detector.cfg.data.image_size, desc="images")
     inference = detector.run(images.images, batch_size)
