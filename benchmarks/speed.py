@@ -56,18 +56,21 @@ class Variant:
     impl: str  # ours | anomalib
     bf16: bool
     cpam: bool = False
+    compile: bool = False  # inference through torch.compile (Detector(compile=True)); no training
 
 
 @dataclass
 class Runner:
     """Closures over one built model: each takes a uint8 batch (B, 3, S, S) and runs it once."""
 
-    train: Callable[[torch.Tensor], None]
+    train: Callable[[torch.Tensor], None] | None
     infer: Callable[[torch.Tensor], None]
 
 
-def variants(bf16: bool) -> list[Variant]:
+def variants(bf16: bool, compile: bool = False) -> list[Variant]:
     rows = [Variant("siamese-ad", "ours", bf16)]
+    if compile:
+        rows.append(Variant("siamese-ad compiled", "ours", bf16, compile=True))
     if bf16:
         rows.append(Variant("siamese-ad fp32", "ours", False))
     rows += [
@@ -98,10 +101,12 @@ def build_ours(v: Variant, args: argparse.Namespace, backbone: str, dev: torch.d
 
     def infer(images: torch.Tensor) -> None:
         if not detector:  # bench_backbone times training first, so training is never folded
-            detector.append(Detector.from_model(model, cfg, dev, {}))
+            detector.append(Detector.from_model(model, cfg, dev, {}, compile=v.compile))
         detector[0].run(images, batch_size=len(images))
+        if v.compile and not detector[0].compile:
+            raise RuntimeError("torch.compile fell back to eager: the compiled row would be wrong")
 
-    return Runner(train, infer)
+    return Runner(None if v.compile else train, infer)
 
 
 def build_anomalib(args: argparse.Namespace, backbone: str, dev: torch.device) -> Runner:
@@ -168,7 +173,8 @@ def interleaved(
 ) -> dict[str, list[float]]:
     """Warm-up, then `repeats` rounds, each running every variant once in turn: seconds."""
     dev = torch.device(args.device)
-    calls = {name: (lambda r=r: getattr(r, mode)(images)) for name, r in runners.items()}
+    fns = {name: getattr(r, mode) for name, r in runners.items()}
+    calls = {name: (lambda fn=fn: fn(images)) for name, fn in fns.items() if fn is not None}
     for call in calls.values():
         for _ in range(args.warmup):
             timed(call, dev)
@@ -211,8 +217,12 @@ def memory_child(args: argparse.Namespace) -> None:
         torch.cuda.reset_peak_memory_stats(dev)
     else:
         base = _reset_cpu_peak()
+    run = getattr(runner, args.child_mode)
+    if run is None:
+        print(json.dumps({"peak_mib": float("nan"), "delta_mib": float("nan")}))
+        return
     for _ in range(2):
-        getattr(runner, args.child_mode)(images)
+        run(images)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
         peak = torch.cuda.max_memory_allocated(dev)
@@ -234,7 +244,7 @@ def peak_memory(v: Variant, mode: str, n: int, backbone: str, args: argparse.Nam
 def bench_backbone(backbone: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
     dev = torch.device(args.device)
     train_bs = args.train_batch or (16 if backbone == "resnet18" else 8)
-    rows = variants(args.bf16)
+    rows = variants(args.bf16, args.compile)
     runners = {v.name: build(v, args, backbone, dev) for v in rows}
     train = interleaved(runners, "train", batch(train_bs, args.image_size), args)
     infer = interleaved(runners, "infer", batch(args.batch_size, args.image_size), args)
@@ -243,15 +253,17 @@ def bench_backbone(backbone: str, args: argparse.Namespace) -> dict[str, dict[st
     out = {}
     for v in rows:
         out[v.name] = {
-            "train_ips": train_bs / statistics.median(train[v.name]),
             "infer_ips": args.batch_size / statistics.median(infer[v.name]),
             "latency_ms": 1000 * statistics.median(latency[v.name]),
-            "best_train_ips": train_bs / min(train[v.name]),
             "best_infer_ips": args.batch_size / min(infer[v.name]),
             "best_latency_ms": 1000 * min(latency[v.name]),
         }
+        if v.name in train:
+            out[v.name]["train_ips"] = train_bs / statistics.median(train[v.name])
+            out[v.name]["best_train_ips"] = train_bs / min(train[v.name])
         if not args.no_memory:
-            for mode, n in (("train", train_bs), ("infer", args.batch_size)):
+            modes = (("train", train_bs), ("infer", args.batch_size))
+            for mode, n in modes if v.name in train else modes[1:]:
                 mem = peak_memory(v, mode, n, backbone, args)
                 out[v.name][f"{mode}_peak_mib"] = mem["peak_mib"]
                 out[v.name][f"{mode}_delta_mib"] = mem["delta_mib"]
@@ -315,6 +327,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    p.add_argument(
+        "--compile", action="store_true", help="add a row: inference through torch.compile"
+    )
     p.add_argument("--quick", action="store_true", help="tiny settings to smoke-test")
     p.add_argument("--out", default="", help="write the results as JSON here")
     p.add_argument("--child", default="", help=argparse.SUPPRESS)

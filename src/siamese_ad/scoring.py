@@ -55,6 +55,8 @@ class GaussianBlur(nn.Module):
         self._matrices: dict[tuple[int, torch.device, torch.dtype], Tensor] = {}
 
     def _matrix(self, n: int) -> Tensor:
+        if torch.compiler.is_compiling():  # frozen weights fold it; a cache would recompile
+            return blur_matrix(self.kernel, n)
         key = (n, self.kernel.device, self.kernel.dtype)
         if key not in self._matrices:
             self._matrices[key] = blur_matrix(self.kernel, n)
