@@ -17,7 +17,7 @@ from siamese_ad.data.mvtec import read_mvtec
 
 FLAGS = [
     "--weights", "none", "--backbone", "resnet18", "--image-size", "64",
-    "--epochs", "1", "--deviation-epochs", "1", "--device", "cpu",
+    "--epochs", "1", "--deviation-epochs", "1", "--device", "cpu", "--decoder-blocks", "2",
 ]  # fmt: skip
 METRICS = ("image_auroc", "image_auroc_max", "image_auroc_deviation", "pixel_auroc", "aupro")
 
@@ -64,6 +64,7 @@ def test_train_applies_the_flags(run: Run) -> None:
     cfg = Config.from_yaml(run.model / "config.yaml")
     assert (cfg.model.backbone, cfg.model.weights, cfg.data.image_size) == ("resnet18", "none", 64)
     assert (cfg.train.epochs, cfg.deviation.epochs, cfg.synthesis.pool_size) == (1, 1, 4)
+    assert cfg.model.decoder_blocks == 2  # the tiny config has 1
     assert Path(cfg.data.root) == run.data
 
 

@@ -25,6 +25,7 @@ def _config_from_args(args: argparse.Namespace) -> Config:
         ("model", "backbone"): args.backbone,
         ("model", "weights"): args.weights,
         ("model", "cpam_fusion"): args.cpam_fusion,
+        ("model", "decoder_blocks"): args.decoder_blocks,
         ("train", "epochs"): args.epochs,
         ("train", "batch_size"): args.batch_size,
         ("train", "lr"): args.lr,
@@ -78,6 +79,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--cpam-fusion",
         choices=["gated", "literal"],
         help="CPAM fusion (literal: eq. 5 as written)",
+    )
+    p.add_argument(
+        "--decoder-blocks", type=int, help="residual blocks per student stage (cpu 1, paper 2)"
     )
     p.add_argument("--no-cpam", action="store_true", help="basic decoder without CPAM")
     p.add_argument("--no-contrastive", action="store_true", help="stage 1 without the triplet loss")
