@@ -48,6 +48,10 @@ LAYERS = ("layer1", "layer2", "layer3")
 METRICS = ("train_ips", "infer_ips", "latency_ms", "train_peak_mib", "infer_peak_mib")
 
 
+class CompileFellBack(RuntimeError):
+    """torch.compile failed (the warning says why) and Detector ran eagerly: no compiled row."""
+
+
 @dataclass(frozen=True)
 class Variant:
     """One implementation under test; `name` is its row label."""
@@ -104,7 +108,7 @@ def build_ours(v: Variant, args: argparse.Namespace, backbone: str, dev: torch.d
             detector.append(Detector.from_model(model, cfg, dev, {}, compile=v.compile))
         detector[0].run(images, batch_size=len(images))
         if v.compile and not detector[0].compile:
-            raise RuntimeError("torch.compile fell back to eager: the compiled row would be wrong")
+            raise CompileFellBack(v.name)
 
     return Runner(None if v.compile else train, infer)
 
@@ -175,9 +179,13 @@ def interleaved(
     dev = torch.device(args.device)
     fns = {name: getattr(r, mode) for name, r in runners.items()}
     calls = {name: (lambda fn=fn: fn(images)) for name, fn in fns.items() if fn is not None}
-    for call in calls.values():
-        for _ in range(args.warmup):
-            timed(call, dev)
+    for name, call in list(calls.items()):
+        try:
+            for _ in range(args.warmup):
+                timed(call, dev)
+        except CompileFellBack:
+            print(f"  {name}: torch.compile failed, row dropped", flush=True)
+            del calls[name], runners[name]
     seconds: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(args.repeats):
         for name, call in calls.items():
@@ -252,6 +260,8 @@ def bench_backbone(backbone: str, args: argparse.Namespace) -> dict[str, dict[st
     del runners
     out = {}
     for v in rows:
+        if v.name not in infer:
+            continue
         out[v.name] = {
             "infer_ips": args.batch_size / statistics.median(infer[v.name]),
             "latency_ms": 1000 * statistics.median(latency[v.name]),
@@ -336,6 +346,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--child-mode", default="", help=argparse.SUPPRESS)
     p.add_argument("--child-batch", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.compile:
+        args.warmup = max(args.warmup, 1)  # the first call compiles (or finds it cannot)
     if args.quick:
         args.backbones, args.image_size, args.batch_size = ["resnet18"], 64, 4
         args.train_batch, args.repeats, args.warmup = 4, 2, 1
