@@ -168,6 +168,20 @@ def test_aupro_matches_slow_reference(seed, levels):
         assert aupro(maps, masks, limit) == pytest.approx(reference_aupro(maps, masks, limit))
 
 
+@pytest.mark.parametrize("levels", [None, 5])
+def test_pixel_auroc_matches_sklearn_with_and_without_ties(levels):
+    rng = np.random.default_rng(5)
+    masks = random_blob_masks(rng, count=4, size=16)
+    maps = rng.random(masks.shape) + 0.7 * masks
+    if levels is not None:
+        maps = np.round(maps * levels) / levels
+    expected = roc_auc_score(masks.ravel(), maps.ravel())
+    assert pixel_auroc(maps, masks) == pytest.approx(expected)
+    fpr, tpr = roc_points(maps.ravel(), masks.ravel().astype(int))
+    assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
+    assert np.all((np.diff(fpr) != 0) | (np.diff(tpr) != 0))  # corners only, no repeats
+
+
 def test_random_maps_score_far_below_perfect():
     rng = np.random.default_rng(3)
     masks = random_blob_masks(rng, count=8, size=32)

@@ -2,8 +2,11 @@
 
 Conventions: a higher score means more anomalous; a sample (or pixel) is predicted anomalous
 when its score is >= the threshold. Every distinct score is a threshold, and equal scores form
-one threshold step, so ties are never split by sort order. Each metric sorts the scores once:
-O(P log P) in the number of scores P.
+one threshold step, so ties are never split by sort order. Curves are returned as their corners:
+points of a horizontal run between two thresholds are left out, which changes neither the
+piecewise-linear curve nor its area. Each metric sorts the scores once, O(P log P) in the number
+of scores P, and only the anomalous ones with their positions: sorting the values of the normal
+ones (and counting them with binary search) is several times faster for 10^7 pixels.
 
 AUPRO follows the official MVTec AD evaluation protocol: ground-truth regions are the 8-connected
 components of each image's mask, the false positive rate is taken over all normal pixels of the
@@ -96,20 +99,60 @@ def _cumulative_counts(
     return scores[order][step_ends], true_positives, false_positives
 
 
-def _trapezoid(x: np.ndarray, y: np.ndarray) -> float:
+def _corner_points(
+    scores: np.ndarray, positive: np.ndarray, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The curve (normals >= t, positive weight >= t) over every distinct threshold t, from the
+    highest threshold down, as its corners.
+
+    Between two consecutive distinct positive scores a_k > a_(k+1) only normals enter, so the
+    curve runs flat from (normals >= a_k, W_k) to (normals > a_(k+1), W_k); every corner is one
+    of these two points of some k, W_k being the positive weight at or above a_k.
+
+    Args:
+        scores: (P,) scores.
+        positive: (P,) bool, True = anomalous; at least one of each.
+        weights: (P,) weight of each pixel (used on the positives), or None for 1.
+
+    Returns:
+        x (K,) normal counts (float) and y (K,) cumulative positive weights, from (0, 0) to
+        (number of normals, total positive weight), consecutive points distinct.
+    """
+    normal_sorted = np.sort(scores[~positive])  # values only: much faster than an argsort
+    positive_scores = scores[positive]
+    order = np.argsort(positive_scores)[::-1]
+    descending = positive_scores[order]
+    step_ends = np.flatnonzero(np.append(descending[1:] != descending[:-1], True))
+    thresholds = descending[step_ends]
+    mass = np.ones(order.size) if weights is None else weights[positive][order]
+    reached = np.cumsum(mass, dtype=np.float64)[step_ends]
+    n = normal_sorted.size
+    above = n - np.searchsorted(normal_sorted, thresholds, side="right")
+    at_or_above = n - np.searchsorted(normal_sorted, thresholds, side="left")
+    x = np.empty(2 * thresholds.size + 2)
+    y = np.empty_like(x)
+    x[0], y[0] = 0.0, 0.0
+    x[1:-1:2], y[1:-1:2] = above, np.concatenate(([0.0], reached[:-1]))
+    x[2:-1:2], y[2:-1:2] = at_or_above, reached
+    x[-1], y[-1] = n, reached[-1]
+    keep = np.append(True, (np.diff(x) != 0) | (np.diff(y) != 0))
+    return x[keep], y[keep]
+
+
+def area_under(x: np.ndarray, y: np.ndarray) -> float:
     """Area under the piecewise linear curve through the points (x, y), x non-decreasing."""
     return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) * 0.5))
 
 
 def roc_points(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The ROC curve, one point per distinct score, starting at (0, 0) and ending at (1, 1).
+    """The ROC curve's corners, starting at (0, 0) and ending at (1, 1).
 
     Args:
         scores: (N,) anomaly scores.
         labels: (N,) 0 (normal) or 1 (anomalous).
 
     Returns:
-        fpr (T + 1,) and tpr (T + 1,), both non-decreasing, T = number of distinct scores.
+        fpr (K,) and tpr (K,), both non-decreasing; K is at most 2 (distinct scores) + 1.
     """
     scores, labels = _check_pair(scores, labels, 1, ("scores", "labels"))
     return _roc(scores, labels, "labels")
@@ -118,10 +161,8 @@ def roc_points(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.n
 def _roc(scores: np.ndarray, labels: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
     """ROC points of flat (P,) scores and bool labels, `name` naming the labels in errors."""
     _require_both_classes(labels, name)
-    _, true_positives, false_positives = _cumulative_counts(scores, labels)
-    fpr = np.concatenate(([0.0], false_positives / false_positives[-1]))
-    tpr = np.concatenate(([0.0], true_positives / true_positives[-1]))
-    return fpr, tpr
+    false_positives, true_positives = _corner_points(scores, labels)
+    return false_positives / false_positives[-1], true_positives / true_positives[-1]
 
 
 def image_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -135,7 +176,7 @@ def image_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
         AUROC in [0, 1].
     """
     fpr, tpr = roc_points(scores, labels)
-    return _trapezoid(fpr, tpr)
+    return area_under(fpr, tpr)
 
 
 def pixel_auroc(maps: np.ndarray, masks: np.ndarray) -> float:
@@ -149,7 +190,7 @@ def pixel_auroc(maps: np.ndarray, masks: np.ndarray) -> float:
         AUROC in [0, 1].
     """
     scores, labels = _check_pair(maps, masks, 3, ("maps", "masks"))
-    return _trapezoid(*_roc(scores, labels, "masks"))
+    return area_under(*_roc(scores, labels, "masks"))
 
 
 def f1_max(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -213,8 +254,8 @@ def pro_curve(
             interpolated at exactly this rate.
 
     Returns:
-        fprs (K,) and pros (K,): the curve from (0, 0), one point per distinct score, FPR
-        non-decreasing, ending at FPR == fpr_limit.
+        fprs (K,) and pros (K,): the curve's corners from (0, 0), FPR non-decreasing, ending at
+        FPR == fpr_limit.
 
     Raises:
         ValueError: bad shapes or values, no anomalous region, or no normal pixel.
@@ -228,12 +269,8 @@ def pro_curve(
         raise ValueError("masks holds no anomalous region; AUPRO is undefined")
     if num_normal == 0:
         raise ValueError("masks holds no normal pixel; AUPRO is undefined")
-    order, step_ends = _descending_steps(scores)
-    fprs = np.cumsum(normal[order], dtype=np.int64)[step_ends] / num_normal
-    pros = np.minimum(np.cumsum(weights[order])[step_ends], 1.0)
-    fprs = np.concatenate(([0.0], fprs))
-    pros = np.concatenate(([0.0], pros))
-    return _cut_curve(fprs, pros, fpr_limit)
+    normals, pros = _corner_points(scores, ~normal, weights)
+    return _cut_curve(normals / num_normal, np.minimum(pros, 1.0), fpr_limit)
 
 
 def _cut_curve(fprs: np.ndarray, pros: np.ndarray, limit: float) -> tuple[np.ndarray, np.ndarray]:
@@ -268,4 +305,4 @@ def aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3) -> float:
         Normalised AUPRO in [0, 1]; 1 means every region is fully found before any false positive.
     """
     fprs, pros = pro_curve(maps, masks, fpr_limit)
-    return _trapezoid(fprs, pros) / fpr_limit
+    return area_under(fprs, pros) / fpr_limit

@@ -7,6 +7,7 @@ import json
 import os
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +34,45 @@ METRIC_COLUMNS = (
 )
 
 
+PRO_LIMIT = 0.3  # AUPRO integrates the PRO curve up to this false positive rate
+
+
+@dataclass(frozen=True)
+class PixelCurves:
+    """The pixel ROC and the PRO curve (cut at PRO_LIMIT) of a set of maps, as (x, y) corners.
+
+    Computed once per evaluation: the metrics are their areas and the report draws them.
+    """
+
+    roc: tuple[np.ndarray, np.ndarray]
+    pro: tuple[np.ndarray, np.ndarray]
+
+
+def pixel_curves(inference: Inference, images: ImageSet) -> PixelCurves | None:
+    """The curves over the images whose pixel truth is known; None unless some pixels are
+    anomalous and some normal."""
+    known = images.has_mask.numpy()
+    masks = images.masks.numpy()[known]
+    if not masks.any() or masks.all():
+        return None
+    maps = inference.maps[known]
+    roc = metrics.roc_points(maps.ravel(), masks.ravel())
+    return PixelCurves(roc=roc, pro=metrics.pro_curve(maps, masks, PRO_LIMIT))
+
+
 def _auroc_or_none(scores: np.ndarray | None, labels: np.ndarray) -> float | None:
     if scores is None or len(np.unique(labels)) < 2:
         return None
     return metrics.image_auroc(scores, labels)
 
 
-def compute_metrics(inference: Inference, images: ImageSet) -> dict[str, Any]:
+def compute_metrics(
+    inference: Inference, images: ImageSet, curves: PixelCurves | None = None
+) -> dict[str, Any]:
     """Image AUROC (configured, max, deviation), F1-max, pixel AUROC and AUPRO, per-defect AUROC.
 
     Pixel metrics use the images whose pixel truth is known; they are None when none is anomalous.
+    `curves`: `pixel_curves` of the same inference and images, when already computed.
     """
     labels = images.labels.numpy()
     out: dict[str, Any] = {
@@ -53,12 +83,10 @@ def compute_metrics(inference: Inference, images: ImageSet) -> dict[str, Any]:
         "pixel_auroc": None,
         "aupro": None,
     }
-    known = images.has_mask.numpy()
-    masks = images.masks.numpy()[known]
-    if masks.any() and not masks.all():
-        maps = inference.maps[known]
-        out["pixel_auroc"] = metrics.pixel_auroc(maps, masks)
-        out["aupro"] = metrics.aupro(maps, masks, fpr_limit=0.3)
+    curves = curves or pixel_curves(inference, images)
+    if curves is not None:
+        out["pixel_auroc"] = metrics.area_under(*curves.roc)
+        out["aupro"] = metrics.area_under(*curves.pro) / PRO_LIMIT
     defects = sorted({s.defect for s in images.samples if s.label == 1})
     good = labels == 0
     per_defect = {}
@@ -139,7 +167,8 @@ def evaluate(
     loader = image_loader(cfg.data, checkpoint.parent)
     images = load_images(test, cfg.data.image_size, loader, "test images")
     inference = detector.run(images.images, batch_size)
-    result = compute_metrics(inference, images)
+    curves = pixel_curves(inference, images)
+    result = compute_metrics(inference, images, curves)
     result["image_score"] = "deviation" if detector.scorer.uses_deviation() else "max"
     result["training_seconds"] = float(
         sum(h["seconds"] for h in detector.payload["state"]["history"])
@@ -150,7 +179,7 @@ def evaluate(
     result["thresholds"] = None if thresholds is None else thresholds.to_dict()
     write_scores_csv(out_dir / "scores.csv", images, inference)
     panels = write_panels(out_dir / "heatmaps", images, inference.maps) if heatmaps else None
-    write_eval_report(out_dir, result, images, inference, thresholds, panels)
+    write_eval_report(out_dir, result, images, inference, thresholds, panels, curves)
     atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=2))  # last: finished
     return result
 

@@ -26,7 +26,12 @@ from siamese_ad.data.dataset import ImageSet, load_images, read_category
 from siamese_ad.data.modality import image_loader
 from siamese_ad.data.sample import Sample
 from siamese_ad.data.splits import SplitManifest, exclude_trained
-from siamese_ad.evaluation.evaluate import atomic_write_text, compute_metrics, write_scores_csv
+from siamese_ad.evaluation.evaluate import (
+    atomic_write_text,
+    compute_metrics,
+    pixel_curves,
+    write_scores_csv,
+)
 from siamese_ad.evaluation.inference import Detector, Inference
 from siamese_ad.evaluation.thresholds import Thresholds, choose_thresholds, validation_samples
 from siamese_ad.training.multimodal import read_rgbd_manifest
@@ -220,7 +225,8 @@ def evaluate_rgbd(
         list(runs.values()), detectors["rgb"].cfg.scoring.threshold_quantile
     )
     images = runs["rgb"].images
-    result = compute_metrics(fused, images)
+    curves = pixel_curves(fused, images)
+    result = compute_metrics(fused, images, curves)
     result["image_score"] = "deviation" if detectors["rgb"].scorer.uses_deviation() else "max"
     result["fusion"] = "mean of branch outputs z-scored on normal validation images"
     result["training_seconds"] = float(
@@ -234,6 +240,6 @@ def evaluate_rgbd(
     }
     write_scores_csv(out_dir / "scores.csv", images, fused)
     panels = write_panels(out_dir / "heatmaps", images, fused.maps) if heatmaps else None
-    write_eval_report(out_dir, result, images, fused, thresholds, panels)
+    write_eval_report(out_dir, result, images, fused, thresholds, panels, curves)
     atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=2))  # last: finished
     return result

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from siamese_ad import metrics
-from siamese_ad.evaluation.evaluate import METRIC_COLUMNS
+from siamese_ad.evaluation.evaluate import METRIC_COLUMNS, PRO_LIMIT, PixelCurves, pixel_curves
 from siamese_ad.reporting.html import (
     FIGURES,
     REPORT,
@@ -43,11 +43,13 @@ THRESHOLD_COLUMNS = (
     ("n_anomalous", "anomalous validation images"),
 )
 KIND_CAPTION = {"fp": "false positive", "fn": "false negative", "ok": "correct"}
-PRO_LIMIT = 0.3
 
 
-def _curves(images: ImageSet, inference: Inference, fig_dir: Path) -> list[tuple[Path, str]]:
-    """ROC (image and pixel) and PRO figures, where both classes are present."""
+def _curves(
+    images: ImageSet, inference: Inference, fig_dir: Path, pixel: PixelCurves | None
+) -> list[tuple[Path, str]]:
+    """ROC (image and pixel) and PRO figures, where both classes are present; `pixel` are the
+    pixel curves when already computed."""
     labels = images.labels.numpy()
     out = []
     if len(np.unique(labels)) == 2:
@@ -55,13 +57,12 @@ def _curves(images: ImageSet, inference: Inference, fig_dir: Path) -> list[tuple
         curves["max of map"] = metrics.roc_points(inference.scores_max, labels)
         if inference.scores_deviation is not None:
             curves["deviation"] = metrics.roc_points(inference.scores_deviation, labels)
-        known = images.has_mask.numpy()
-        masks = images.masks.numpy()[known]
-        if masks.any() and not masks.all():
-            maps = inference.maps[known]
-            curves["pixel"] = metrics.roc_points(maps.ravel(), masks.ravel())
-            pro = metrics.pro_curve(maps, masks, PRO_LIMIT)
-            path = plot_curves({"PRO": pro}, fig_dir / "pro.png", "PRO curve", "FPR", "PRO", False)
+        pixel = pixel or pixel_curves(inference, images)
+        if pixel is not None:
+            curves["pixel"] = pixel.roc
+            path = plot_curves(
+                {"PRO": pixel.pro}, fig_dir / "pro.png", "PRO curve", "FPR", "PRO", False
+            )
             out.append((path, f"per-region overlap up to FPR {PRO_LIMIT}"))
         out.insert(0, (plot_curves(curves, fig_dir / "roc.png", "ROC"), "image and pixel ROC"))
     return out
@@ -89,12 +90,14 @@ def write_eval_report(
     inference: Inference,
     thresholds: Thresholds | None,
     panels: list[Path] | None,
+    pixel: PixelCurves | None = None,
 ) -> Path:
     """Writes out_dir/report.html and its figures for one evaluation; returns the page's path.
 
     Args:
         result: the metrics of `compute_metrics` (plus training_seconds).
         panels: the heat-map PNG of each image, in the order of `images`, or None.
+        pixel: `pixel_curves` of the same inference and images, when already computed.
     """
     out_dir = Path(out_dir)
     fig_dir = out_dir / FIGURES
@@ -109,7 +112,7 @@ def write_eval_report(
     hist = plot_histogram(
         scores[labels == 0], scores[labels == 1], threshold, fig_dir / "scores.png", "test scores"
     )
-    figs = [*_curves(images, inference, fig_dir), (hist, "image scores and threshold")]
+    figs = [*_curves(images, inference, fig_dir, pixel), (hist, "image scores and threshold")]
     sections.append("<h2>Curves</h2>")
     sections += [figure(relative(path, out_dir), caption) for path, caption in figs]
     if panels:
