@@ -1,4 +1,7 @@
-"""HTML reports built from hand-made results: links resolve, tables match, errors come first."""
+"""HTML reports built from hand-made results: links resolve, tables match, errors come first.
+
+The heat-map PNGs are written whole, with their exact pixels.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from siamese_ad.data.dataset import ImageSet
 from siamese_ad.data.sample import Sample
 from siamese_ad.evaluation.inference import Inference
 from siamese_ad.evaluation.thresholds import Thresholds
+from siamese_ad.reporting.heatmaps import save_pngs
 from siamese_ad.reporting.html import fmt, gallery_order
 from siamese_ad.reporting.report import METRIC_COLUMNS, write_benchmark_report, write_eval_report
 
@@ -142,3 +146,25 @@ def test_benchmark_report_table_and_links(tmp_path: Path) -> None:
     assert page.hrefs == ["a/full/report.html", "b/full/report.html"]
     assert all((tmp_path / href).is_file() for href in page.hrefs)
     assert len(page.srcs) == 3 and all((tmp_path / src).is_file() for src in page.srcs)
+
+
+def test_pngs_are_written_whole_with_their_exact_pixels(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    pictures = [rng.integers(0, 256, (8, 12, 3), dtype=np.uint8) for _ in range(5)]
+    pictures.append(rng.integers(0, 2, (8, 12), dtype=np.uint8) * 255)  # a grey mask
+    paths = [tmp_path / f"{i}.png" for i in range(len(pictures))]
+    save_pngs((p, lambda a=a: a) for p, a in zip(paths, pictures, strict=True))
+    for path, picture in zip(paths, pictures, strict=True):
+        assert np.array_equal(np.asarray(Image.open(path)), picture)
+    assert sorted(tmp_path.iterdir()) == sorted(paths)  # no temporary file left
+
+
+def test_a_failing_picture_stops_the_writing_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    def broken() -> np.ndarray:
+        raise ValueError("cannot render")
+
+    good = np.zeros((4, 4, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match="cannot render"):
+        save_pngs([(tmp_path / "a.png", lambda: good), (tmp_path / "b.png", broken)])
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
+    assert not (tmp_path / "b.png").exists()

@@ -15,7 +15,7 @@ import numpy as np
 
 from siamese_ad.data.decode import collect_images, read_rgb
 from siamese_ad.data.sample import DataError
-from siamese_ad.reporting.predictions import mask_paths, write_mask, write_predictions
+from siamese_ad.reporting.predictions import mask_paths, write_masks, write_predictions
 
 DEFAULT_BATCH = 8
 
@@ -83,6 +83,5 @@ def predict_onnx(
         "mask": np.array([m.as_posix() for m in masks]),
     }
     rows = write_predictions(out_dir, paths, images, maps, scores, extra)
-    for path, mask in zip(masks, outputs["mask"], strict=True):
-        write_mask(path, mask)
+    write_masks(masks, outputs["mask"])
     return rows

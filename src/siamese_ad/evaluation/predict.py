@@ -12,7 +12,7 @@ from siamese_ad.data.decode import collect_images
 from siamese_ad.data.sample import DataError, Sample
 from siamese_ad.evaluation.inference import Detector
 from siamese_ad.evaluation.thresholds import thresholds_for
-from siamese_ad.reporting.predictions import mask_paths, write_mask, write_predictions
+from siamese_ad.reporting.predictions import mask_paths, write_masks, write_predictions
 
 __all__ = ["collect_images", "predict"]
 
@@ -49,6 +49,5 @@ def predict(
         "mask": np.array([m.as_posix() for m in masks]),
     }
     rows = write_predictions(out_dir, paths, pictures, inference.maps, inference.scores, extra)
-    for path, amap in zip(masks, inference.maps, strict=True):
-        write_mask(path, amap > thresholds.pixel)
+    write_masks(masks, inference.maps > thresholds.pixel)
     return rows

@@ -8,9 +8,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from siamese_ad.reporting.heatmaps import colour_range, panel
+from siamese_ad.reporting.heatmaps import colour_range, panel, save_pngs
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -49,10 +48,13 @@ def write_predictions(
     heat_dir = out_dir / "heatmaps"
     heat_dir.mkdir(parents=True, exist_ok=True)
     vmin, vmax = colour_range(maps)
+    heatmaps = [heat_dir / f"{i:05d}_{path.stem}.png" for i, path in enumerate(paths)]
+    save_pngs(
+        (heatmap, lambda i=i: panel(images[i], maps[i], vmin, vmax, None))
+        for i, heatmap in enumerate(heatmaps)
+    )
     rows = []
-    for i, path in enumerate(paths):
-        heatmap = heat_dir / f"{i:05d}_{path.stem}.png"
-        Image.fromarray(panel(images[i], maps[i], vmin, vmax, None)).save(heatmap)
+    for i, (path, heatmap) in enumerate(zip(paths, heatmaps, strict=True)):
         row = {"image": path.as_posix(), "score": float(scores[i]), "heatmap": heatmap.as_posix()}
         for name, values in (extra or {}).items():
             row[name] = values[i].item()
@@ -62,11 +64,11 @@ def write_predictions(
     return rows
 
 
-def write_mask(path: Path, mask: np.ndarray) -> None:
-    """(H, W) bool -> a 0/255 grey PNG at `path`, through a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(mask.astype(np.uint8) * 255).save(tmp, format="PNG")
-    os.replace(tmp, path)
+def write_masks(paths: list[Path], masks: np.ndarray) -> None:
+    """(N, H, W) bool -> one 0/255 grey PNG per mask at `paths`, each written atomically."""
+    save_pngs(
+        (path, lambda m=m: m.astype(np.uint8) * 255) for path, m in zip(paths, masks, strict=True)
+    )
 
 
 def mask_paths(out_dir: str | Path, paths: list[Path]) -> list[Path]:
