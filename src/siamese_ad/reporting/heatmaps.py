@@ -16,8 +16,8 @@ if TYPE_CHECKING:  # torch-free at run time: the ONNX predict path uses panel()
     from siamese_ad.data.dataset import ImageSet
 
 OVERLAY_ALPHA = 0.5
-# zlib level of the PNGs: about 4x faster to write than Pillow's default (6) for these panels,
-# files about 20% larger (docs/performance.md).
+# zlib level of the PNGs: 1 rather than Pillow's default 6 writes much faster for slightly
+# larger files (docs/performance.md: "Evaluation beyond the network").
 PNG_COMPRESSION = 1
 PNG_THREADS = min(4, os.cpu_count() or 1)
 _LUT = (matplotlib.colormaps["jet"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
