@@ -19,10 +19,10 @@ import time
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 import torch
+from speed import bench_config  # benchmarks/speed.py, beside this script
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
-from siamese_ad.config import paper_preset
 from siamese_ad.evaluation.inference import Detector
 from siamese_ad.models.unet import build_unet
 
@@ -37,12 +37,8 @@ def gflops(fn: object, *args: torch.Tensor) -> float:
 
 
 def ours(backbone: str, blocks: int, size: int) -> Detector:
-    cfg = paper_preset()
-    cfg.model.backbone, cfg.model.weights, cfg.model.cpam = backbone, "none", False
-    cfg.model.decoder_blocks, cfg.data.image_size = blocks, size
-    cfg.train.bf16, cfg.train.channels_last = True, True
-    cfg.contrastive.enabled = False
-    cfg.validate()
+    """The bf16 basic block of benchmarks/speed.py, ready for inference."""
+    cfg = bench_config(backbone, size, blocks, bf16=True, cpam=False)
     torch.manual_seed(0)
     return Detector.from_model(build_unet(cfg.model), cfg, torch.device("cpu"), {})
 

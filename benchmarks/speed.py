@@ -38,7 +38,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 import torch
 
-from siamese_ad.config import paper_preset
+from siamese_ad.config import Config, paper_preset
 from siamese_ad.evaluation.inference import Detector
 from siamese_ad.models.teacher import imagenet_normalize
 from siamese_ad.models.unet import build_unet
@@ -84,16 +84,22 @@ def variants(bf16: bool, compile: bool = False) -> list[Variant]:
     return rows
 
 
-def build_ours(v: Variant, args: argparse.Namespace, backbone: str, dev: torch.device) -> Runner:
-    """siamese-ad as the library wires it: Stage1Step (contrastive off) and Detector.run."""
+def bench_config(backbone: str, size: int, decoder_blocks: int, bf16: bool, cpam: bool) -> Config:
+    """The paper preset as benchmarked: random weights, channels_last, the RD block (contrastive
+    part off) with or without CPAM, max-of-map score."""
     cfg = paper_preset()
-    cfg.model.backbone, cfg.model.weights, cfg.model.cpam = backbone, "none", v.cpam
-    cfg.model.decoder_blocks = args.decoder_blocks
-    cfg.data.image_size = args.image_size
-    cfg.train.bf16, cfg.train.channels_last = v.bf16, True
+    cfg.model.backbone, cfg.model.weights, cfg.model.cpam = backbone, "none", cpam
+    cfg.model.decoder_blocks = decoder_blocks
+    cfg.data.image_size = size
+    cfg.train.bf16, cfg.train.channels_last = bf16, True
     cfg.contrastive.enabled = False
     cfg.scoring.image_score = "max"
-    cfg.validate()
+    return cfg.validate()
+
+
+def build_ours(v: Variant, args: argparse.Namespace, backbone: str, dev: torch.device) -> Runner:
+    """siamese-ad as the library wires it: Stage1Step (contrastive off) and Detector.run."""
+    cfg = bench_config(backbone, args.image_size, args.decoder_blocks, v.bf16, v.cpam)
     model = build_unet(cfg.model).to(dev).to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.train.lr, betas=cfg.train.betas)

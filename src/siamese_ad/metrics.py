@@ -120,10 +120,8 @@ def _corner_points(
     """
     normal_sorted = np.sort(scores[~positive])  # values only: much faster than an argsort
     positive_scores = scores[positive]
-    order = np.argsort(positive_scores)[::-1]
-    descending = positive_scores[order]
-    step_ends = np.flatnonzero(np.append(descending[1:] != descending[:-1], True))
-    thresholds = descending[step_ends]
+    order, step_ends = _descending_steps(positive_scores)
+    thresholds = positive_scores[order][step_ends]
     mass = np.ones(order.size) if weights is None else weights[positive][order]
     reached = np.cumsum(mass, dtype=np.float64)[step_ends]
     n = normal_sorted.size
