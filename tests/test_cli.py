@@ -166,3 +166,21 @@ def test_benchmark_command_runs_its_shard_and_writes_the_tables(
     assert main([*args, "--shard", "0/2"]) == 0
     assert (out / "results.md").exists() and (out / tiny_category.name / "full").is_dir()
     assert main([*args, "--shard", "2/2"]) == 2
+
+
+def test_every_config_field_is_a_flag_and_print_config_shows_the_merge(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import yaml
+
+    from siamese_ad.cli import build_parser
+
+    flags = ["--out", "x", "--print-config", "--train.epochs", "7"]
+    flags += ["--model.teacher_stages", "[2, 4]", "--contrastive.form", "aligned"]
+    assert main(["train", *flags]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["train"]["epochs"] == 7 and printed["model"]["teacher_stages"] == [2, 4]
+    assert printed["contrastive"]["form"] == "aligned"
+    assert printed["model"]["backbone"] == "efficientnet_lite0"  # the cpu preset underneath
+    help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    assert all(f"--{s}.{k}" in help_text for s, k in Config.field_names() if k != "root")

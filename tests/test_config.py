@@ -119,3 +119,20 @@ def test_model_signature_changes_with_shape_fields_only() -> None:
     assert other.model_signature() == base.model_signature()
     other.model.cpam = False
     assert other.model_signature() != base.model_signature()
+
+
+def test_layers_preset_then_yaml_then_overrides(tmp_path: Path) -> None:
+    from siamese_ad.config import layered
+
+    (tmp_path / "run.yaml").write_text("train: {epochs: 5}\n")
+    cfg = layered("cpu", tmp_path / "run.yaml", {"model": {"teacher_stages": [2, 4]}})
+    assert cfg.train.epochs == 5  # from the YAML
+    assert cfg.model.backbone == "efficientnet_lite0" and cfg.train.bf16  # the cpu preset kept
+    assert cfg.model.teacher_stages == (2, 4)  # the override, as a tuple
+    (tmp_path / "empty.yaml").write_text("")
+    assert layered("cpu", tmp_path / "empty.yaml", {}) == preset("cpu")
+
+
+def test_bad_teacher_stages_name_the_field() -> None:
+    with pytest.raises(ConfigError, match=r"model\.teacher_stages"):
+        preset("cpu").merged({"model": {"teacher_stages": [4, 2]}})

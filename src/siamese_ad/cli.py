@@ -6,14 +6,58 @@ import argparse
 import sys
 from pathlib import Path
 
-from siamese_ad.config import PRESETS, Config, ConfigError, preset
+import yaml
+
+from siamese_ad.config import PRESETS, Config, ConfigError, layered
 
 EPILOG = "Docs and examples: README.md. Every command prints where it wrote its results."
 
 
+_FIELD_DEST = "field:"
+
+
+def _yaml_value(text: str) -> object:
+    """A flag's value read as YAML: 0.5, true, [2, 4] and plain words all work."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a valid value: {err}") from err
+
+
+def _add_field_flags(p: argparse.ArgumentParser) -> None:
+    """One --section.key flag for every config field, generated from the dataclasses."""
+    group = p.add_argument_group(
+        "every config field",
+        "any field of the config as --section.key VALUE (YAML syntax: 0.5, true, [2, 4]); "
+        "laid over --preset, then --config, then the flags above",
+    )
+    defaults = Config()
+    for section, key in Config.field_names():
+        value = getattr(getattr(defaults, section), key)
+        group.add_argument(
+            f"--{section}.{key}",
+            dest=f"{_FIELD_DEST}{section}.{key}",
+            type=_yaml_value,
+            metavar=type(value).__name__.upper(),
+            help=argparse.SUPPRESS if key == "root" and section == "data" else None,
+        )
+    p.add_argument(
+        "--print-config", action="store_true", help="print the merged config as YAML and exit"
+    )
+
+
+def _field_overrides(args: argparse.Namespace) -> dict[str, dict[str, object]]:
+    out: dict[str, dict[str, object]] = {}
+    for dest, value in vars(args).items():
+        if dest.startswith(_FIELD_DEST) and value is not None:
+            section, key = dest[len(_FIELD_DEST) :].split(".", 1)
+            out.setdefault(section, {})[key] = value
+    return out
+
+
 def _config_from_args(args: argparse.Namespace) -> Config:
-    """Preset or YAML first, then each flag the user gave overrides its field."""
-    cfg = Config.from_yaml(args.config) if args.config else preset(args.preset)
+    """preset -> --config YAML -> the named flags -> --section.key flags, each over the last."""
+    cfg = layered(args.preset, args.config, {})
     overrides = {
         ("data", "root"): args.data,
         ("data", "format"): args.format,
@@ -43,6 +87,9 @@ def _config_from_args(args: argparse.Namespace) -> Config:
         cfg.contrastive.enabled = False
     if args.no_deviation:
         cfg.deviation.enabled = False
+    cfg = cfg.merged(_field_overrides(args))
+    if args.print_config:
+        return cfg.validate()
     if not cfg.data.root:
         raise ConfigError("no data folder: pass --data ROOT (or set data.root in --config)")
     return cfg.validate()
@@ -56,7 +103,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--preset", choices=sorted(PRESETS), default="cpu", help="defaults to start from"
     )
-    p.add_argument("--config", help="a YAML config (instead of --preset)")
+    p.add_argument("--config", help="a YAML config, laid over --preset")
     p.add_argument("--image-size", type=int, help="input side in pixels (multiple of 32)")
     p.add_argument("--modality", choices=["rgb", "depth", "rgbd"], help="MVTec 3D-AD input")
     p.add_argument("--shots", type=int, help="train on a seeded choice of this many normal images")
@@ -87,6 +134,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-contrastive", action="store_true", help="stage 1 without the triplet loss")
     p.add_argument("--no-deviation", action="store_true", help="skip stage 2 (score = max of map)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    _add_field_flags(p)
 
 
 def _add_compile(p: argparse.ArgumentParser) -> None:
@@ -184,7 +232,7 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--preset", choices=sorted(PRESETS), default="cpu", help="defaults to start from"
     )
-    p.add_argument("--config", help="a YAML config (instead of --preset)")
+    p.add_argument("--config", help="a YAML config, laid over --preset")
     p.add_argument("--epochs", type=int, help="stage-1 epochs")
     p.add_argument("--deviation-epochs", type=int, help="stage-2 epochs")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
@@ -195,11 +243,13 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
         help="K/N: run every N-th cell from K, to share the cells among N processes "
         "(one per GPU, say); a last run without --shard writes the tables",
     )
+    _add_field_flags(p)
 
 
 def _benchmark_config(args: argparse.Namespace) -> Config:
-    """A benchmark's base config: preset or YAML, then --epochs, --deviation-epochs, --device."""
-    cfg = Config.from_yaml(args.config) if args.config else preset(args.preset)
+    """A benchmark's base config: preset -> YAML -> --epochs, --deviation-epochs, --device ->
+    --section.key flags."""
+    cfg = layered(args.preset, args.config, {})
     for section, key, value in (
         ("train", "epochs", args.epochs),
         ("deviation", "epochs", args.deviation_epochs),
@@ -207,7 +257,7 @@ def _benchmark_config(args: argparse.Namespace) -> Config:
     ):
         if value is not None:
             setattr(getattr(cfg, section), key, value)
-    return cfg.validate()
+    return cfg.merged(_field_overrides(args))
 
 
 def _split_list(text: str) -> list[str]:
@@ -244,6 +294,10 @@ def _print_metrics(result: dict, out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "print_config", False):
+        make = _config_from_args if args.command == "train" else _benchmark_config
+        print(yaml.safe_dump(make(args).to_dict(), sort_keys=False), end="")
+        return 0
     if args.command == "train":
         from siamese_ad.training.trainer import train
 

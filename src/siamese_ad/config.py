@@ -39,9 +39,14 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
     elif isinstance(default, tuple):
-        ok = isinstance(value, (list, tuple)) and len(value) == len(default)
-        if ok:
+        ok = isinstance(value, (list, tuple)) and (
+            len(value) == len(default) or len({type(d) for d in default}) <= 1
+        )
+        if ok and len(value) == len(default):
             value = tuple(_coerce(name, v, d) for v, d in zip(value, default, strict=True))
+        elif ok:  # a homogeneous tuple field (or an empty default): any length, ints
+            kind = default[0] if default else 0
+            value = tuple(_coerce(name, v, kind) for v in value)
     else:
         ok = isinstance(value, type(default))
     if not ok:
@@ -97,11 +102,20 @@ class ModelConfig:
     cpam: bool = True
     cpam_fusion: str = "gated"  # gated | literal (eq. 5 as written)
     decoder_blocks: int = 2  # residual blocks per student decoder stage
+    # Backbone stages the teacher returns, by index (resnets: layer1..layer4 = 0..3;
+    # efficientnet_lite0: its 7 block groups 0..6, timm's blocks.i); () = the backbone's default
+    teacher_stages: tuple[int, ...] = ()
 
     def validate(self) -> None:
         _check_choice("model.backbone", self.backbone, BACKBONES)
         _check_choice("model.cpam_fusion", self.cpam_fusion, ("gated", "literal"))
         _check_positive("model.decoder_blocks", self.decoder_blocks)
+        stages = self.teacher_stages
+        if stages and (len(stages) < 2 or list(stages) != sorted(set(stages)) or stages[0] < 0):
+            raise ConfigError(
+                f"model.teacher_stages={list(stages)} must be two or more increasing stage "
+                "indices >= 0, or [] for the backbone's default"
+            )
 
 
 @dataclass
@@ -117,6 +131,10 @@ class TrainConfig:
     bf16: bool = False  # bf16 autocast (pays off on CPUs with AMX and on recent GPUs)
     channels_last: bool = True
     distill_reduction: str = "flatten"  # flatten (eq. 1 as the RD code) | pixel
+    cache_teacher: bool = True  # keep the teacher's features of un-augmented training images
+    track_validation: bool = (
+        True  # score validation normals + synthetic anomalies after every epoch
+    )
 
     def validate(self) -> None:
         _check_positive("train.epochs", self.epochs)
@@ -140,6 +158,11 @@ class ContrastiveConfig:
     lambda_cos: float = 1.0
     rotation: float = 20.0  # N_aug is N rotated uniformly in [-rotation, rotation] degrees
     reduction: str = "pooled"  # pooled | flatten: how stage features enter the cosine
+    # triplet: (N, N_aug, A) with eq. 6 on pooled features, A any pool image; aligned: A is the
+    # synthetic anomaly of N itself, the student restores T(N) from A (denoising, weight
+    # lambda_denoise) and eq. 6 holds per pixel inside A's mask (the anomaly map's margin)
+    form: str = "triplet"
+    lambda_denoise: float = 1.0
 
     def validate(self) -> None:
         _check_positive("contrastive.margin", self.margin, allow_zero=True)
@@ -147,6 +170,8 @@ class ContrastiveConfig:
         _check_positive("contrastive.lambda_cos", self.lambda_cos, allow_zero=True)
         _check_positive("contrastive.rotation", self.rotation, allow_zero=True)
         _check_choice("contrastive.reduction", self.reduction, ("pooled", "flatten"))
+        _check_choice("contrastive.form", self.form, ("triplet", "aligned"))
+        _check_positive("contrastive.lambda_denoise", self.lambda_denoise, allow_zero=True)
 
 
 @dataclass
@@ -226,8 +251,32 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        out["train"]["betas"] = list(self.train.betas)
+        for section in out.values():
+            for key, value in section.items():
+                if isinstance(value, tuple):
+                    section[key] = list(value)
         return out
+
+    def merged(self, raw: dict[str, Any] | None) -> Config:
+        """A new config: `raw` (nested sections, as in YAML) laid over this one, validated."""
+        if raw is not None and not isinstance(raw, dict):
+            raise ConfigError("a config must be a mapping of sections (data, model, train, ...)")
+        base = self.to_dict()
+        for name, values in (raw or {}).items():
+            if isinstance(values, dict) and isinstance(base.get(name), dict):
+                base[name].update(values)
+            else:
+                base[name] = values
+        return Config.from_dict(base)
+
+    @staticmethod
+    def field_names() -> list[tuple[str, str]]:
+        """Every (section, key) of the config, in declaration order."""
+        return [
+            (section.name, f.name)
+            for section in fields(Config)
+            for f in fields(section.default_factory())  # type: ignore[misc]
+        ]
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Config:
@@ -261,11 +310,8 @@ class Config:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Config:
-        try:
-            raw = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as err:
-            raise ConfigError(f"cannot read config {path}: {err}") from err
-        return cls.from_dict(raw)
+        """A config from YAML alone, over the dataclass defaults (saved configs are complete)."""
+        return cls.from_dict(read_yaml(path))
 
     def model_signature(self) -> dict[str, Any]:
         """The fields that fix the network's shapes; a checkpoint only loads into a match."""
@@ -274,9 +320,31 @@ class Config:
             "cpam": self.model.cpam,
             "cpam_fusion": self.model.cpam_fusion,
             "decoder_blocks": self.model.decoder_blocks,
+            "teacher_stages": list(self.model.teacher_stages),
             "image_size": self.data.image_size,
             "modality": self.data.modality,
         }
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping a YAML config file holds ({} for an empty file), or a ConfigError naming it."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot read config {path}: {err}") from err
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"config {path} must be a mapping of sections (data, model, train, ...)")
+    return raw or {}
+
+
+def layered(
+    preset_name: str, yaml_path: str | Path | None, overrides: dict[str, dict[str, Any]]
+) -> Config:
+    """preset -> YAML file -> overrides (nested sections), each laid over the previous."""
+    cfg = preset(preset_name)
+    if yaml_path:
+        cfg = cfg.merged(read_yaml(yaml_path))
+    return cfg.merged(overrides)
 
 
 def paper_preset() -> Config:

@@ -80,7 +80,7 @@ def test_weights_path_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "resnet18.pth"
     torch.save(net.state_dict(), path)
     stem, stages = spec.split(net)
-    expected = Teacher(stem, stages, spec.channels, spec.strides)
+    expected = Teacher(stem, stages[:3], spec.channels[:3], spec.strides[:3])
     loaded = build_teacher("resnet18", weights=str(path))
     x = torch.randn(1, 3, 64, 64)
     assert all(torch.equal(a, b) for a, b in zip(expected(x), loaded(x), strict=True))
@@ -177,3 +177,21 @@ def test_lite0_teacher_stages_are_the_classifier_blocks(lite0_imagenet: Teacher)
         for block in net._blocks[: lite.block_ends()[4]]:
             h = block(h)
     assert torch.allclose(lite0_imagenet(imagenet_normalize(x))[2], h, atol=1e-4)
+
+
+def test_teacher_stages_choose_what_the_teacher_returns() -> None:
+    torch.manual_seed(0)
+    full = build_teacher("efficientnet_lite0", weights="none", stages=(1, 2, 4, 5))
+    torch.manual_seed(0)
+    chosen = build_teacher("efficientnet_lite0", weights="none", stages=(2, 4))
+    assert chosen.channels == (40, 112) and chosen.strides == (8, 16)
+    x = torch.randn(1, 3, 64, 64)
+    every, picked = full(x), chosen(x)
+    assert [tuple(t.shape) for t in picked] == [(1, 40, 8, 8), (1, 112, 4, 4)]
+    assert torch.equal(every[1], picked[0]) and torch.equal(every[2], picked[1])
+
+
+@pytest.mark.parametrize("stages", [(3, 4), (2, 9), (4, 2)])
+def test_bad_teacher_stages_are_refused_by_name(stages: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match="teacher_stages"):
+        build_teacher("efficientnet_lite0", weights="none", stages=stages)

@@ -11,6 +11,7 @@ Weights come from an explicit source, never a hidden download:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,9 +95,10 @@ class BackboneSpec:
     Attributes:
         build: returns the full, randomly initialised classifier network.
         imagenet_weights: returns its ImageNet state dict or raises WeightsUnavailableError.
-        split: turns the loaded full network into (stem, [stage_1, stage_2, stage_3]).
-        channels: channels of the three stages.
-        strides: strides of the three stages.
+        split: turns the loaded full network into (stem, [every stage the teacher may use]).
+        channels: channels of every stage.
+        strides: strides of every stage.
+        default_stages: the stages a teacher returns unless told otherwise (indices).
     """
 
     build: Callable[[], nn.Module]
@@ -104,6 +106,7 @@ class BackboneSpec:
     split: Callable[[nn.Module], tuple[nn.Module, list[nn.Module]]]
     channels: tuple[int, ...]
     strides: tuple[int, ...]
+    default_stages: tuple[int, ...] = (0, 1, 2)
 
 
 def _torchvision_imagenet(weights_enum: torchvision.models.WeightsEnum) -> Mapping[str, Tensor]:
@@ -118,7 +121,7 @@ def _torchvision_imagenet(weights_enum: torchvision.models.WeightsEnum) -> Mappi
 
 def _split_resnet(net: nn.Module) -> tuple[nn.Module, list[nn.Module]]:
     stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
-    return stem, [net.layer1, net.layer2, net.layer3]
+    return stem, [net.layer1, net.layer2, net.layer3, net.layer4]
 
 
 def _lite0_imagenet() -> Mapping[str, Tensor]:
@@ -161,9 +164,9 @@ class _LiteStem(nn.Module):
 
 
 def _split_lite(net: nn.Module) -> tuple[nn.Module, list[nn.Module]]:
-    # Stages 2, 3 and 5 of Lite0 end at 24, 40 and 112 channels, strides 4, 8 and 16.
+    # The 7 block groups of Lite0 (timm's blocks.0 .. blocks.6).
     ends = lite.block_ends()
-    bounds = [(0, ends[1]), (ends[1], ends[2]), (ends[2], ends[4])]
+    bounds = zip([0, *ends[:-1]], ends, strict=True)
     stages = [nn.Sequential(*net._blocks[a:b]) for a, b in bounds]
     return _LiteStem(net), stages
 
@@ -175,8 +178,8 @@ TEACHERS: dict[str, BackboneSpec] = {
             torchvision.models.Wide_ResNet50_2_Weights.IMAGENET1K_V1
         ),
         split=_split_resnet,
-        channels=(256, 512, 1024),
-        strides=(4, 8, 16),
+        channels=(256, 512, 1024, 2048),
+        strides=(4, 8, 16, 32),
     ),
     "resnet18": BackboneSpec(
         build=torchvision.models.resnet18,
@@ -184,15 +187,16 @@ TEACHERS: dict[str, BackboneSpec] = {
             torchvision.models.ResNet18_Weights.IMAGENET1K_V1
         ),
         split=_split_resnet,
-        channels=(64, 128, 256),
-        strides=(4, 8, 16),
+        channels=(64, 128, 256, 512),
+        strides=(4, 8, 16, 32),
     ),
     "efficientnet_lite0": BackboneSpec(
         build=lite.EfficientNetLite,
         imagenet_weights=_lite0_imagenet,
         split=_split_lite,
-        channels=(24, 40, 112),
-        strides=(4, 8, 16),
+        channels=(16, 24, 40, 80, 112, 192, 320),
+        strides=(2, 4, 8, 16, 16, 32, 32),
+        default_stages=(1, 2, 4),
     ),
 }
 
@@ -218,24 +222,55 @@ def _load_strict(net: nn.Module, state: Mapping[str, Tensor], name: str, source:
         raise _unavailable(f"weights from {source} do not fit backbone {name!r}: {err}") from err
 
 
-def build_teacher(name: str, weights: str = WEIGHTS_IMAGENET) -> Teacher:
+def resolve_stages(name: str, stages: tuple[int, ...] = ()) -> tuple[int, ...]:
+    """The stage indices a teacher of backbone `name` returns: `stages`, or its default.
+
+    Raises:
+        ValueError: unknown backbone, an index out of range, or two stages of one stride.
+    """
+    if name not in TEACHERS:
+        raise ValueError(f"unknown teacher backbone {name!r}; valid: {', '.join(TEACHERS)}")
+    spec = TEACHERS[name]
+    stages = tuple(stages) or spec.default_stages
+    if stages[-1] >= len(spec.channels):
+        raise ValueError(
+            f"model.teacher_stages={list(stages)}: {name} has stages 0..{len(spec.channels) - 1}"
+        )
+    strides = [spec.strides[i] for i in stages]
+    if any(b <= a for a, b in itertools.pairwise(strides)):
+        raise ValueError(
+            f"model.teacher_stages={list(stages)}: their strides {strides} must increase; "
+            f"{name}'s stage strides are {list(spec.strides)}"
+        )
+    return stages
+
+
+def build_teacher(
+    name: str, weights: str = WEIGHTS_IMAGENET, stages: tuple[int, ...] = ()
+) -> Teacher:
     """Builds a frozen teacher.
 
     Args:
         name: a key of `TEACHERS`.
         weights: "imagenet", "none" (random) or a path to a state dict of the full backbone.
+        stages: indices of the backbone stages it returns; () for the backbone's default.
 
     Raises:
-        ValueError: unknown backbone name.
+        ValueError: unknown backbone name or stages.
         WeightsUnavailableError: the weights cannot be fetched, read or do not fit.
     """
-    if name not in TEACHERS:
-        raise ValueError(f"unknown teacher backbone {name!r}; valid: {', '.join(TEACHERS)}")
+    chosen = resolve_stages(name, stages)
     spec = TEACHERS[name]
     net = spec.build()
     if weights == WEIGHTS_IMAGENET:
         _load_strict(net, spec.imagenet_weights(), name, "ImageNet")
     elif weights != WEIGHTS_NONE:
         _load_strict(net, _read_state_dict(Path(weights)), name, weights)
-    stem, stages = spec.split(net)
-    return Teacher(stem, stages, spec.channels, spec.strides)
+    stem, every = spec.split(net)
+    starts = [0, *(i + 1 for i in chosen[:-1])]
+    modules: list[nn.Module] = [
+        nn.Sequential(*every[a : b + 1]) for a, b in zip(starts, chosen, strict=True)
+    ]
+    channels = tuple(spec.channels[i] for i in chosen)
+    strides = tuple(spec.strides[i] for i in chosen)
+    return Teacher(stem, modules, channels, strides)

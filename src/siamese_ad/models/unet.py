@@ -55,11 +55,19 @@ class TeacherStudentUNet(nn.Module):
     def num_stages(self) -> int:
         return len(self.teacher.channels)
 
-    def forward(self, images: Tensor) -> FeaturePair:
-        """(B, 3, H, W) in [0, 1] -> FeaturePair; H and W multiples of 2 * the deepest stride."""
-        x = imagenet_normalize(images)
+    def teacher_features(self, images: Tensor) -> list[Tensor]:
+        """(B, 3, H, W) in [0, 1] -> [T_1, ..., T_n], without gradients."""
         with torch.no_grad():
-            teacher = [t.detach() for t in self.teacher(x)]
+            return [t.detach() for t in self.teacher(imagenet_normalize(images))]
+
+    def forward(self, images: Tensor, teacher: list[Tensor] | None = None) -> FeaturePair:
+        """(B, 3, H, W) in [0, 1] -> FeaturePair; H and W multiples of 2 * the deepest stride.
+
+        `teacher`, when given, is `teacher_features(images)` computed earlier (a training cache);
+        the teacher is then not run again.
+        """
+        if teacher is None:
+            teacher = self.teacher_features(images)
         student = self.student(self.bottleneck(teacher))
         return FeaturePair(teacher, student)
 
@@ -70,5 +78,5 @@ class TeacherStudentUNet(nn.Module):
 
 def build_unet(cfg: ModelConfig, weights: str | None = None) -> TeacherStudentUNet:
     """Builds the U-Net named by `cfg`; `weights` overrides cfg.weights for the teacher."""
-    teacher = build_teacher(cfg.backbone, weights or cfg.weights)
+    teacher = build_teacher(cfg.backbone, weights or cfg.weights, cfg.teacher_stages)
     return TeacherStudentUNet(teacher, cfg.cpam, cfg.cpam_fusion, cfg.decoder_blocks)

@@ -19,8 +19,9 @@ if TYPE_CHECKING:
     from siamese_ad.config import Config
     from siamese_ad.models.unet import TeacherStudentUNet
     from siamese_ad.training.stage1 import AnomalyPool
+    from siamese_ad.training.teacher_cache import TeacherCache
 
-STAGE_SALT = {"stage1": 1, "stage2": 2, "stats": 3, "pool": 4}
+STAGE_SALT = {"stage1": 1, "stage2": 2, "stats": 3, "pool": 4, "validation": 5}
 
 
 def seed_everything(seed: int) -> None:
@@ -75,12 +76,14 @@ def run_stage(
     seed: int,
     step: Callable[[torch.Tensor, torch.Generator], float],
     save: Callable[[], None],
+    validate: Callable[[], dict[str, float]] | None = None,
 ) -> None:
     """Runs the epochs of `stage` not yet finished, saving after every epoch.
 
     Args:
         step: trains on one batch of indices and returns its loss.
         save: writes the checkpoint; called after each finished epoch.
+        validate: returns validation metrics, logged and kept in the history after each epoch.
     """
     for epoch in range(state.epoch, epochs):
         gen = epoch_generator(seed, stage, epoch)
@@ -98,12 +101,14 @@ def run_stage(
         seconds = time.perf_counter() - start
         state.epoch = epoch + 1
         mean_loss = float(np.mean(losses)) if losses else float("nan")
-        state.history.append(
-            {"stage": stage, "epoch": epoch + 1, "loss": mean_loss, "seconds": seconds}
-        )
+        entry = {"stage": stage, "epoch": epoch + 1, "loss": mean_loss, "seconds": seconds}
+        if validate is not None and distributed.is_main():
+            entry.update(validate())
+        state.history.append(entry)
         if distributed.is_main():  # under torchrun only rank 0 logs and writes
             done = f"{stage} epoch {epoch + 1}/{epochs}"
-            tqdm.write(f"{done}: loss {mean_loss:.4f} ({seconds:.1f} s)")
+            val = "".join(f", {k[4:]} {v:.4f}" for k, v in entry.items() if k.startswith("val_"))
+            tqdm.write(f"{done}: loss {mean_loss:.4f}{val} ({seconds:.1f} s)")
             save()
 
 
@@ -121,9 +126,18 @@ class OptimizerStep:
         pool: AnomalyPool | None,
         cfg: Config,
         device: torch.device,
+        cache: TeacherCache | None = None,
     ) -> None:
         self.model, self.optimizer, self.normals, self.pool = model, optimizer, normals, pool
-        self.cfg, self.device = cfg, device
+        self.cfg, self.device, self.cache = cfg, device, cache
+
+    def cached_teacher(self, idx: torch.Tensor, picks: torch.Tensor) -> list[torch.Tensor] | None:
+        """Teacher features of normals[idx] then pool[picks], from the cache; None without one."""
+        if self.cache is None:
+            return None
+        normal = self.cache.features("normal", idx, self.normals)
+        anomalous = self.cache.features("pool", picks, self.pool.images)
+        return [torch.cat(pair) for pair in zip(normal, anomalous, strict=True)]
 
     def apply(self, loss: torch.Tensor, n_local: int, n_global: int) -> float:
         """Backpropagates `loss` of this process's n_local of n_global images; returns the

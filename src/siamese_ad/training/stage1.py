@@ -21,17 +21,33 @@ class AnomalyPool:
     Attributes:
         images: (M, 3, S, S) uint8.
         masks: (M, S, S) bool, where each image is anomalous.
+        destinations: (M,) int64, the normal image each synthetic anomaly was blended into;
+            -1 for real anomalies.
     """
 
     images: Tensor
     masks: Tensor
+    destinations: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.images)
 
     def draw(self, count: int, generator: torch.Generator) -> Tensor:
-        """`count` images drawn with replacement: (count, 3, S, S) uint8."""
-        return self.images[torch.randint(len(self.images), (count,), generator=generator)]
+        """`count` pool indices drawn with replacement: (count,) int64."""
+        return torch.randint(len(self.images), (count,), generator=generator)
+
+    def draw_aligned(self, normal_idx: Tensor, generator: torch.Generator) -> Tensor:
+        """For each normal image index, the pool index of one of its synthetic anomalies,
+        drawn uniformly among them: (B,) int64. Every index needs one (see `build_pool`)."""
+        if self.destinations is None:
+            raise ValueError("this anomaly pool does not record the images it was made from")
+        picks = []
+        for i in normal_idx.tolist():
+            own = torch.nonzero(self.destinations == i).flatten()
+            if own.numel() == 0:
+                raise ValueError(f"normal image {i} has no synthetic anomaly in the pool")
+            picks.append(own[torch.randint(own.numel(), (1,), generator=generator)])
+        return torch.cat(picks)
 
 
 def rotate_batch(images: Tensor, max_degrees: float, generator: torch.Generator) -> Tensor:
@@ -49,20 +65,63 @@ def rotate_batch(images: Tensor, max_degrees: float, generator: torch.Generator)
     )
 
 
+def stage_masks(masks: Tensor, sizes: list[tuple[int, int]]) -> list[Tensor]:
+    """(B, S, S) bool masks -> one (B, H_i, W_i) float mask per stage: the share of each stage
+    cell that is anomalous, at least half of it counting as anomalous (1.0), else 0.0."""
+    x = masks.unsqueeze(1).float()
+    return [(F.interpolate(x, size=size, mode="area") >= 0.5).float().squeeze(1) for size in sizes]
+
+
+def masked_margin_loss(
+    teacher_a: list[Tensor],
+    student_a: list[Tensor],
+    teacher_n: list[Tensor],
+    student_n: list[Tensor],
+    masks: list[Tensor],
+    margin: float,
+) -> Tensor:
+    """Eq. 6 per pixel inside the synthetic masks: the anomaly map of A must exceed that of its
+    clean image N at the same pixel by `margin`.
+
+    (1/n) sum_i mean over masked pixels of max(cos(T_i(A), S_i(A)) - cos(T_i(N), S_i(N)) + m, 0).
+    Features (B, C_i, H_i, W_i); masks (B, H_i, W_i) in {0, 1}. A stage without a masked pixel
+    adds 0.
+    """
+    terms = []
+    for ta, sa, tn, sn, m in zip(teacher_a, student_a, teacher_n, student_n, masks, strict=True):
+        cos_a = F.cosine_similarity(ta.float(), sa.float(), dim=1)
+        cos_n = F.cosine_similarity(tn.float(), sn.float(), dim=1)
+        hinge = F.relu(cos_a - cos_n + margin)
+        terms.append((hinge * m).sum() / m.sum().clamp_min(1.0))
+    return torch.stack(terms).mean()
+
+
 class Stage1Step(OptimizerStep):
     """One optimisation step of stage 1; with the contrastive part off it is the basic RD block."""
 
     def __call__(self, idx: Tensor, generator: torch.Generator) -> float:
+        if self.cfg.contrastive.enabled and self.cfg.contrastive.form == "aligned":
+            return self._aligned(idx, generator)
         cfg, con = self.cfg, self.cfg.contrastive
         normal = to_device(self.normals[idx], self.device, cfg.train.channels_last)
         batch = [normal]
+        picks = None
         if con.enabled:
             batch.append(rotate_batch(normal, con.rotation, generator))
-            batch.append(to_device(self.pool.draw(len(idx), generator), self.device, False))
+            picks = self.pool.draw(len(idx), generator)
+            batch.append(to_device(self.pool.images[picks], self.device, False))
         batch = [distributed.shard(part) for part in batch]  # this process's slice (torchrun)
+        teacher = None
+        if self.cache is not None:
+            teacher = self.cache.features("normal", distributed.shard(idx), self.normals)
+            if con.enabled:
+                with autocast(self.device, cfg.train.bf16):
+                    rotated = self.model.teacher_features(batch[1])
+                pool = self.cache.features("pool", distributed.shard(picks), self.pool.images)
+                teacher = [torch.cat(parts) for parts in zip(teacher, rotated, pool, strict=True)]
         self.model.train()
         with autocast(self.device, cfg.train.bf16):
-            pair = self.model(torch.cat(batch) if len(batch) > 1 else batch[0])
+            pair = self.model(torch.cat(batch) if len(batch) > 1 else batch[0], teacher)
         n = len(batch[0])
         loss = con.lambda_cos * distillation_loss(
             [t[:n] for t in pair.teacher],
@@ -75,3 +134,29 @@ class Stage1Step(OptimizerStep):
                 s_n, s_aug, s_a, con.margin, con.reduction
             )
         return self.apply(loss, n, len(idx))
+
+    def _aligned(self, idx: Tensor, generator: torch.Generator) -> float:
+        """(N, A) pairs with A the synthetic anomaly of N: L_cos on N, the denoising term
+        L_cos(T(N), S(A)) and the per-pixel margin inside A's mask."""
+        cfg, con = self.cfg, self.cfg.contrastive
+        n_global = len(idx)
+        picks = self.pool.draw_aligned(idx, generator)
+        idx, picks = distributed.shard(idx), distributed.shard(picks)
+        normal = to_device(self.normals[idx], self.device, cfg.train.channels_last)
+        anomalous = to_device(self.pool.images[picks], self.device, cfg.train.channels_last)
+        masks = self.pool.masks[picks].to(self.device)
+        teacher = self.cached_teacher(idx, picks)
+        self.model.train()
+        with autocast(self.device, cfg.train.bf16):
+            pair = self.model(torch.cat([normal, anomalous]), teacher)
+        n = len(normal)
+        t_n, t_a = [t[:n] for t in pair.teacher], [t[n:] for t in pair.teacher]
+        s_n, s_a = [s[:n] for s in pair.student], [s[n:] for s in pair.student]
+        reduction = cfg.train.distill_reduction
+        loss = con.lambda_cos * distillation_loss(t_n, s_n, reduction)
+        if con.lambda_denoise:
+            loss = loss + con.lambda_denoise * distillation_loss(t_n, s_a, reduction)
+        if con.lambda_con:
+            stage = stage_masks(masks, [tuple(t.shape[-2:]) for t in t_a])
+            loss = loss + con.lambda_con * masked_margin_loss(t_a, s_a, t_n, s_n, stage, con.margin)
+        return self.apply(loss, n, n_global)

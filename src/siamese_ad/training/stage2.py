@@ -45,16 +45,17 @@ class Stage2Step(OptimizerStep):
 
     def __call__(self, idx: Tensor, generator: torch.Generator) -> float:
         cfg = self.cfg
+        n_global = len(idx)
+        picks = self.pool.draw(len(idx), generator)
+        idx, picks = distributed.shard(idx), distributed.shard(picks)  # torchrun
         normal = to_device(self.normals[idx], self.device, cfg.train.channels_last)
-        anomalous = to_device(
-            self.pool.draw(len(idx), generator), self.device, cfg.train.channels_last
-        )
-        normal, anomalous = distributed.shard(normal), distributed.shard(anomalous)  # torchrun
+        anomalous = to_device(self.pool.images[picks], self.device, cfg.train.channels_last)
         n = len(normal)
         labels = torch.cat([torch.zeros(n), torch.ones(n)]).to(self.device)
+        teacher = self.cached_teacher(idx, picks)
         self.model.train()
         with autocast(self.device, cfg.train.bf16):
-            pair = self.model(torch.cat([normal, anomalous]))
+            pair = self.model(torch.cat([normal, anomalous]), teacher)
         raw = stage_scores(pair.teacher, pair.student, cfg.deviation.topk)
         standardised = (raw - self.model.stage_mean) / self.model.stage_std
         loss = deviation_loss(standardised, labels, cfg.deviation.target)
@@ -63,4 +64,4 @@ class Stage2Step(OptimizerStep):
             [s[:n] for s in pair.student],
             cfg.train.distill_reduction,
         )
-        return self.apply(loss, n, len(idx))
+        return self.apply(loss, n, n_global)

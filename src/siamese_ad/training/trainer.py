@@ -29,24 +29,39 @@ from siamese_ad.training.checkpoint import (
 from siamese_ad.training.loop import STAGE_SALT, run_stage, seed_everything, select_device
 from siamese_ad.training.stage1 import AnomalyPool, Stage1Step
 from siamese_ad.training.stage2 import Stage2Step, normal_statistics, set_statistics
+from siamese_ad.training.teacher_cache import TeacherCache
+from siamese_ad.training.validation import (
+    ValidationSet,
+    make_validation_set,
+    validation_metrics,
+)
 
 
 def build_pool(normals: torch.Tensor, real: ImageSet | None, cfg: Config) -> AnomalyPool:
-    """Makes `synthesis.pool_size` synthetic anomalies from the normal images, plus real ones."""
+    """Makes `synthesis.pool_size` synthetic anomalies from the normal images, plus real ones.
+
+    Anomaly k is blended into normal image k mod N; with the aligned stage-1 form the pool holds
+    at least one anomaly of every normal image (N or more in all).
+    """
     arrays = [img.permute(1, 2, 0).numpy() for img in normals]
     s = cfg.synthesis
+    size = s.pool_size
+    if cfg.contrastive.enabled and cfg.contrastive.form == "aligned":
+        size = max(size, len(arrays))
     synth = AnomalySynthesizer.from_config(arrays, s, cfg.data.object_type)
     rng = np.random.default_rng(cfg.train.seed * 1_000_003 + STAGE_SALT["pool"])
     images, masks = [], []
-    for k in tqdm(range(s.pool_size), desc="synthesising anomalies", leave=False, unit="img"):
+    for k in tqdm(range(size), desc="synthesising anomalies", leave=False, unit="img"):
         image, mask = synth(k % len(arrays), rng)
         images.append(torch.from_numpy(image).permute(2, 0, 1))
         masks.append(torch.from_numpy(mask))
     pool_images, pool_masks = torch.stack(images), torch.stack(masks)
+    destinations = torch.arange(size) % len(arrays)
     if real is not None and len(real):
         pool_images = torch.cat([pool_images, real.images])
         pool_masks = torch.cat([pool_masks, real.masks])
-    return AnomalyPool(pool_images, pool_masks)
+        destinations = torch.cat([destinations, torch.full((len(real),), -1)])
+    return AnomalyPool(pool_images, pool_masks, destinations)
 
 
 def _adam(model: TeacherStudentUNet, lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
@@ -115,6 +130,8 @@ class _Run:
     loader: ImageLoader
     pool: AnomalyPool | None
     device: torch.device
+    validation_set: ValidationSet | None = None
+    cache: TeacherCache | None = None
 
     def save(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         if distributed.is_main():
@@ -125,10 +142,27 @@ class _Run:
         opt = _adam(self.model, lr, self.cfg.train.betas)
         if optimizer_state is not None:
             opt.load_state_dict(optimizer_state)
-        step = step_type(self.model, opt, self.normals, self.pool, self.cfg, self.device)
+        step = step_type(
+            self.model, opt, self.normals, self.pool, self.cfg, self.device, self.cache
+        )
         bs, seed = self.cfg.train.batch_size, self.cfg.train.seed
+        vset = self.validation_set
+        validate = None
+        if vset is not None:
+
+            def validate() -> dict[str, float]:
+                return validation_metrics(self.model, vset, self.cfg, self.device)
+
         run_stage(
-            stage, epochs, self.state, len(self.normals), bs, seed, step, lambda: self.save(opt)
+            stage,
+            epochs,
+            self.state,
+            len(self.normals),
+            bs,
+            seed,
+            step,
+            lambda: self.save(opt),
+            validate,
         )
 
 
@@ -167,6 +201,17 @@ def _prepare(cfg: Config, out_dir: Path, resume: bool) -> tuple[_Run, dict | Non
             real = load_images(split.anomalies, cfg.data.image_size, loader, "real anomalies")
         pool = build_pool(normals, real, cfg)
     run = _Run(cfg, ckpt, manifest, model, state, normals, split.validation, loader, pool, device)
+    if cfg.train.cache_teacher:
+        run.cache = TeacherCache(
+            model, device, cfg.train.bf16, cfg.train.channels_last, cfg.train.batch_size
+        )
+    if (
+        cfg.train.track_validation
+        and state.stage != "done"
+        and len(split.validation) >= MIN_REFERENCE
+    ):
+        held_out = load_images(split.validation, cfg.data.image_size, loader, "validation images")
+        run.validation_set = make_validation_set(held_out.images, cfg)
     return run, optimizer_state
 
 

@@ -1,0 +1,82 @@
+"""A test-free validation signal: held-out normal images plus synthetic anomalies made from them.
+
+Scored after every epoch, it shows how training progresses without touching the test split, so
+schedules and settings can be chosen from it (METHOD.md: choices are settled on training and
+validation data). The anomalies are made once, seeded, from the validation images alone (a patch
+of one validation image blended into another), so nothing here was ever trained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from siamese_ad.config import Config
+from siamese_ad.data.synthesis import AnomalySynthesizer
+from siamese_ad.metrics import image_auroc, pixel_auroc
+from siamese_ad.models.unet import TeacherStudentUNet
+from siamese_ad.scoring import AnomalyScorer
+from siamese_ad.training.loop import STAGE_SALT, autocast, to_device
+
+MIN_VALIDATION = 2  # a synthetic anomaly needs a destination and another image as its source
+
+
+@dataclass
+class ValidationSet:
+    """Normal validation images followed by one synthetic anomaly made from each.
+
+    Attributes:
+        images: (M, 3, S, S) uint8.
+        masks: (M, S, S) bool, True where an image was changed.
+        labels: (M,) 1 for an image with a non-empty mask, else 0.
+    """
+
+    images: Tensor
+    masks: Tensor
+    labels: np.ndarray
+
+
+def make_validation_set(normals: Tensor, cfg: Config) -> ValidationSet | None:
+    """Builds the set from (N, 3, S, S) uint8 validation images; None when N < MIN_VALIDATION."""
+    if len(normals) < MIN_VALIDATION:
+        return None
+    arrays = [img.permute(1, 2, 0).numpy() for img in normals]
+    synth = AnomalySynthesizer.from_config(arrays, cfg.synthesis, cfg.data.object_type)
+    rng = np.random.default_rng(cfg.train.seed * 1_000_003 + STAGE_SALT["validation"])
+    made = [synth(i, rng) for i in range(len(arrays))]
+    anomalies = torch.stack([torch.from_numpy(image).permute(2, 0, 1) for image, _ in made])
+    masks = torch.stack([torch.from_numpy(mask) for _, mask in made])
+    images = torch.cat([normals, anomalies])
+    all_masks = torch.cat([torch.zeros(len(normals), *masks.shape[1:], dtype=torch.bool), masks])
+    labels = all_masks.flatten(1).any(dim=1).numpy().astype(np.int64)
+    return ValidationSet(images, all_masks, labels)
+
+
+@torch.inference_mode()
+def validation_metrics(
+    model: TeacherStudentUNet, vset: ValidationSet, cfg: Config, device: torch.device
+) -> dict[str, float]:
+    """Image AUROC (max of map, and deviation once stage 2 set its statistics) and pixel AUROC
+    of the model on the validation set; keys start with "val_"."""
+    model.eval()
+    scorer = AnomalyScorer(model, cfg.scoring, cfg.deviation.topk)
+    maps, maxima, deviations = [], [], []
+    for chunk in vset.images.split(cfg.train.batch_size):
+        with autocast(device, cfg.train.bf16):
+            out = scorer(to_device(chunk, device, cfg.train.channels_last))
+        maps.append(out.map.float().cpu())
+        maxima.append(out.score_max.float().cpu())
+        if out.score_deviation is not None:
+            deviations.append(out.score_deviation.float().cpu())
+    result: dict[str, float] = {}
+    if 0 < vset.labels.sum() < len(vset.labels):
+        result["val_image_auroc_max"] = image_auroc(torch.cat(maxima).numpy(), vset.labels)
+        if deviations:
+            result["val_image_auroc_deviation"] = image_auroc(
+                torch.cat(deviations).numpy(), vset.labels
+            )
+        result["val_pixel_auroc"] = pixel_auroc(torch.cat(maps).numpy(), vset.masks.numpy())
+    return result

@@ -1,0 +1,116 @@
+"""Stage 1's aligned form, the teacher-feature cache and the validation signal."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from siamese_ad.config import Config
+from siamese_ad.models.unet import build_unet
+from siamese_ad.training.checkpoint import read_checkpoint
+from siamese_ad.training.stage1 import (
+    AnomalyPool,
+    masked_margin_loss,
+    stage_masks,
+)
+from siamese_ad.training.teacher_cache import TeacherCache
+from siamese_ad.training.trainer import build_pool, train
+from siamese_ad.training.validation import make_validation_set, validation_metrics
+
+
+def test_stage_masks_mark_cells_at_least_half_anomalous() -> None:
+    masks = torch.zeros(1, 8, 8, dtype=torch.bool)
+    masks[0, :4, :4] = True  # the top-left quarter
+    masks[0, 4, 4] = True  # a quarter of one 2x2 cell
+    (coarse,) = stage_masks(masks, [(4, 4)])
+    expected = torch.zeros(1, 4, 4)
+    expected[0, :2, :2] = 1.0
+    assert torch.equal(coarse, expected)
+
+
+def test_masked_margin_loss_is_zero_only_when_the_margin_holds() -> None:
+    torch.manual_seed(0)
+    t = torch.randn(2, 4, 3, 3)
+    mask = torch.zeros(2, 3, 3)
+    mask[:, 1, 1] = 1.0
+    # the student equals the teacher on N (cos 1) and on A (cos 1): hinge = margin inside mask
+    same = masked_margin_loss([t], [t.clone()], [t], [t.clone()], [mask], margin=0.5)
+    assert same.item() == pytest.approx(0.5)
+    # on A the student is the negative of the teacher (cos -1): -1 - 1 + 0.5 < 0, no loss
+    apart = masked_margin_loss([t], [-t], [t], [t.clone()], [mask], margin=0.5)
+    assert apart.item() == 0.0
+    # outside the mask nothing counts: an empty mask gives 0
+    empty = masked_margin_loss([t], [t.clone()], [t], [t.clone()], [torch.zeros(2, 3, 3)], 0.5)
+    assert empty.item() == 0.0
+
+
+def test_aligned_pool_has_an_anomaly_of_every_normal_image(
+    tiny_category: Path, make_config: Callable[[Path], Config]
+) -> None:
+    cfg = make_config(tiny_category)
+    cfg.contrastive.form = "aligned"
+    cfg.synthesis.pool_size = 2  # fewer than the normal images: the pool grows to cover them
+    normals = torch.randint(0, 255, (5, 3, 32, 32), dtype=torch.uint8)
+    pool = build_pool(normals, None, cfg)
+    assert len(pool) == 5 and sorted(pool.destinations.tolist()) == [0, 1, 2, 3, 4]
+    picks = pool.draw_aligned(torch.tensor([3, 0, 3]), torch.Generator().manual_seed(0))
+    assert pool.destinations[picks].tolist() == [3, 0, 3]
+    outside = ~pool.masks[picks[0]]
+    assert torch.equal(pool.images[picks[0]][:, outside], normals[3][:, outside])
+
+
+def test_draw_aligned_needs_destinations() -> None:
+    pool = AnomalyPool(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.zeros(2, 8, 8).bool())
+    with pytest.raises(ValueError, match="does not record"):
+        pool.draw_aligned(torch.tensor([0]), torch.Generator())
+
+
+def test_teacher_cache_returns_what_the_teacher_computes(
+    tiny_category: Path, make_config: Callable[[Path], Config]
+) -> None:
+    cfg = make_config(tiny_category)
+    torch.manual_seed(0)
+    model = build_unet(cfg.model)
+    images = torch.randint(0, 255, (5, 3, 32, 32), dtype=torch.uint8)
+    idx = torch.tensor([4, 1, 1])
+    for budget in (10**9, 0):  # kept, and too big to keep (computed per call)
+        cache = TeacherCache(model, torch.device("cpu"), False, False, 2, max_bytes=budget)
+        got = cache.features("normal", idx, images)
+        direct = model.teacher_features(images[idx].float() / 255)
+        for a, b in zip(got, direct, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        assert (cache.bytes > 0) == (budget > 0)
+
+
+def test_validation_set_and_metrics(
+    tiny_category: Path, make_config: Callable[[Path], Config]
+) -> None:
+    cfg = make_config(tiny_category)
+    normals = torch.randint(0, 255, (4, 3, 32, 32), dtype=torch.uint8)
+    assert make_validation_set(normals[:1], cfg) is None
+    vset = make_validation_set(normals, cfg)
+    assert vset is not None and len(vset.images) == 8
+    assert torch.equal(vset.images[:4], normals) and not vset.masks[:4].any()
+    assert vset.labels[:4].sum() == 0 and np.array_equal(
+        vset.labels[4:], vset.masks[4:].flatten(1).any(1).numpy().astype(int)
+    )
+    metrics = validation_metrics(build_unet(cfg.model), vset, cfg, torch.device("cpu"))
+    if 0 < vset.labels.sum() < len(vset.labels):
+        assert set(metrics) == {"val_image_auroc_max", "val_pixel_auroc"}
+        assert all(0.0 <= v <= 1.0 for v in metrics.values())
+
+
+def test_aligned_form_trains_and_logs_validation(
+    tiny_category: Path, make_config: Callable[[Path], Config], tmp_path: Path
+) -> None:
+    cfg = make_config(tiny_category)
+    cfg.contrastive.form = "aligned"
+    cfg.data.validation_fraction = 0.0
+    path = train(cfg, tmp_path / "aligned")
+    history = read_checkpoint(path)["state"]["history"]
+    assert [h["stage"] for h in history] == ["stage1", "stage2"]
+    assert all(np.isfinite(h["loss"]) for h in history)
