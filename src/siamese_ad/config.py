@@ -131,6 +131,7 @@ class TrainConfig:
     bf16: bool = False  # bf16 autocast (pays off on CPUs with AMX and on recent GPUs)
     channels_last: bool = True
     distill_reduction: str = "flatten"  # flatten (eq. 1 as the RD code) | pixel
+    lr_schedule: str = "constant"  # constant | cosine (per step, to 0 at each stage's end)
     cache_teacher: bool = True  # keep the teacher's features of un-augmented training images
     track_validation: bool = (
         True  # score validation normals + synthetic anomalies after every epoch
@@ -138,7 +139,11 @@ class TrainConfig:
 
     def validate(self) -> None:
         _check_positive("train.epochs", self.epochs)
-        _check_positive("train.batch_size", self.batch_size)
+        if self.batch_size < 2:
+            raise ConfigError(
+                f"train.batch_size={self.batch_size!r} must be >= 2: BatchNorm needs two images "
+                "per batch (a batch of one is skipped, so nothing would train)"
+            )
         _check_positive("train.lr", self.lr)
         _check_positive("train.seed", self.seed, allow_zero=True)
         if not _DEVICE.fullmatch(self.device):
@@ -146,6 +151,7 @@ class TrainConfig:
         if not all(0.0 <= b < 1.0 for b in self.betas) or len(self.betas) != 2:
             raise ConfigError(f"train.betas={self.betas!r} must be two numbers in [0, 1)")
         _check_choice("train.distill_reduction", self.distill_reduction, ("flatten", "pixel"))
+        _check_choice("train.lr_schedule", self.lr_schedule, ("constant", "cosine"))
 
 
 @dataclass

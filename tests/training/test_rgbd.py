@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from siamese_ad.data.modality import DEPTH_CACHE, image_loader
 from siamese_ad.evaluation.evaluate import evaluate
 from siamese_ad.evaluation.fusion import fuse, normal_stats, standardise
 from siamese_ad.evaluation.inference import Detector, Inference
+from siamese_ad.reporting.heatmaps import panel_name
 from siamese_ad.training.checkpoint import CheckpointError
 from siamese_ad.training.multimodal import RGBD_MANIFEST
 from siamese_ad.training.trainer import train
@@ -116,7 +118,7 @@ def _left_picture(path) -> np.ndarray:
 
 
 def test_fused_heatmaps_show_the_rgb_image(run):
-    name = "bump_000.png"
+    name = panel_name("bump", Path("000.png"))
     fused = _left_picture(run["out"] / "eval" / "heatmaps" / name)
     np.testing.assert_array_equal(fused, _left_picture(run["tmp"] / "eval_rgb" / "heatmaps" / name))
     assert not np.array_equal(fused, _left_picture(run["tmp"] / "eval_depth" / "heatmaps" / name))

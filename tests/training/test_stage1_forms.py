@@ -114,3 +114,18 @@ def test_aligned_form_trains_and_logs_validation(
     history = read_checkpoint(path)["state"]["history"]
     assert [h["stage"] for h in history] == ["stage1", "stage2"]
     assert all(np.isfinite(h["loss"]) for h in history)
+
+
+def test_cosine_schedule_decays_to_zero_and_constant_keeps_the_rate() -> None:
+    from siamese_ad.training.loop import schedule
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    cosine = schedule(opt, 0.1, "cosine")
+    rates = []
+    for p in (0.0, 0.5, 0.999):
+        cosine(p)
+        rates.append(opt.param_groups[0]["lr"])
+    assert rates[0] == pytest.approx(0.1) and rates[1] == pytest.approx(0.05)
+    assert 0 < rates[2] < 1e-5
+    schedule(opt, 0.1, "constant")(0.7)
+    assert opt.param_groups[0]["lr"] == 0.1

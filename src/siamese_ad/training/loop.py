@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -37,12 +38,29 @@ def epoch_generator(seed: int, stage: str, epoch: int) -> torch.Generator:
 
 
 def select_device(name: str) -> torch.device:
-    """auto -> cuda when present, else cpu; otherwise the named device."""
+    """auto -> cuda when present, else cpu; otherwise the named device: cpu, cuda[:N] or mps.
+
+    Raises:
+        ValueError: an unknown device name, or a device this machine does not have.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    hint = "use --device auto, cpu, cuda or cuda:N"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unknown device {name!r}; {hint}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but CUDA is not available; use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(
+            f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA "
+            f"device(s) (cuda:0 to cuda:{torch.cuda.device_count() - 1}); {hint}"
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r} asked for, but MPS is not available; use --device cpu")
     return device
 
 
@@ -77,6 +95,7 @@ def run_stage(
     step: Callable[[torch.Tensor, torch.Generator], float],
     save: Callable[[], None],
     validate: Callable[[], dict[str, float]] | None = None,
+    set_progress: Callable[[float], None] | None = None,
 ) -> None:
     """Runs the epochs of `stage` not yet finished, saving after every epoch.
 
@@ -84,6 +103,7 @@ def run_stage(
         step: trains on one batch of indices and returns its loss.
         save: writes the checkpoint; called after each finished epoch.
         validate: returns validation metrics, logged and kept in the history after each epoch.
+        set_progress: told the stage's progress in [0, 1) before every step (a schedule).
     """
     for epoch in range(state.epoch, epochs):
         gen = epoch_generator(seed, stage, epoch)
@@ -95,7 +115,9 @@ def run_stage(
             leave=False,
             disable=not distributed.is_main(),
         )
-        for idx in bar:
+        for b, idx in enumerate(bar):
+            if set_progress is not None:
+                set_progress((epoch + b / len(bar)) / epochs)
             losses.append(step(idx, gen))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
         seconds = time.perf_counter() - start
@@ -148,3 +170,20 @@ class OptimizerStep:
         distributed.average_gradients(self.model)
         self.optimizer.step()
         return distributed.mean_over_ranks(loss)
+
+
+def schedule(
+    optimizer: torch.optim.Optimizer, base_lr: float, kind: str
+) -> Callable[[float], None]:
+    """A `set_progress` for run_stage: the learning rate at a stage's progress p in [0, 1).
+
+    "constant" keeps base_lr; "cosine" is base_lr * (1 + cos(pi p)) / 2. A function of the
+    progress alone, so a resumed run follows the same schedule without saving any state.
+    """
+
+    def set_progress(progress: float) -> None:
+        lr = base_lr if kind == "constant" else base_lr * 0.5 * (1 + math.cos(math.pi * progress))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+    return set_progress

@@ -26,7 +26,13 @@ from siamese_ad.training.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from siamese_ad.training.loop import STAGE_SALT, run_stage, seed_everything, select_device
+from siamese_ad.training.loop import (
+    STAGE_SALT,
+    run_stage,
+    schedule,
+    seed_everything,
+    select_device,
+)
 from siamese_ad.training.stage1 import AnomalyPool, Stage1Step
 from siamese_ad.training.stage2 import Stage2Step, normal_statistics, set_statistics
 from siamese_ad.training.teacher_cache import TeacherCache
@@ -163,6 +169,7 @@ class _Run:
             step,
             lambda: self.save(opt),
             validate,
+            schedule(opt, lr, self.cfg.train.lr_schedule),
         )
 
 
