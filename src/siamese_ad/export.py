@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from siamese_ad.scoring import AnomalyScorer
 
 FORMATS = ("onnx", "torchscript")
+SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth", ".ts")}
 INPUT_NAME = "images"
 OPSET = 17
 EXAMPLE_BATCH = 2
@@ -81,6 +82,51 @@ class ExportedScorer(nn.Module):
 def metadata_path(model_path: str | Path) -> Path:
     """model.onnx -> model.json, the metadata written beside the model."""
     return Path(model_path).with_suffix(".json")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: equal once resolved (symlinks followed), or, when both
+    exist, the same inode (hard links, case-insensitive file systems)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_out_path(checkpoint: str | Path, out_path: str | Path, fmt: str) -> None:
+    """Refuses an --out that would destroy the checkpoint or itself, or has the wrong suffix.
+
+    Args:
+        checkpoint: --checkpoint as given: checkpoint.pt or its run folder.
+        out_path: --out, the model file to write; its metadata goes to out_path with suffix .json.
+        fmt: "onnx" or "torchscript".
+
+    Raises:
+        ValueError: one line naming the flag and the fix.
+    """
+    from siamese_ad.training.trainer import CHECKPOINT
+
+    ckpt, out = Path(checkpoint), Path(out_path)
+    if ckpt.is_dir():
+        ckpt = ckpt / CHECKPOINT
+    suffixes = SUFFIXES[fmt]
+    fix = f"choose another file, e.g. --out {out.parent / ('model' + suffixes[0])}"
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give the model file to write: {fix}")
+    if out.suffix.lower() not in suffixes:
+        raise ValueError(
+            f"--out {out} must end in {' or '.join(suffixes)} for --format {fmt}: {fix}"
+        )
+    meta = metadata_path(out)
+    if _same_file(out, ckpt):
+        raise ValueError(f"--out {out} is the --checkpoint itself and would overwrite it: {fix}")
+    if _same_file(meta, ckpt) or _same_file(meta, out):
+        which = "--checkpoint" if _same_file(meta, ckpt) else "--out"
+        raise ValueError(
+            f"--out {out} would write its metadata to {meta}, which is the {which} file: {fix}"
+        )
 
 
 def _atomic_target(path: Path) -> tuple[Path, Path]:
@@ -168,9 +214,14 @@ def export_model(
 
     Returns:
         out_path. Both files are written atomically.
+
+    Raises:
+        ValueError: an unknown format, or an out_path refused by `check_out_path` (the
+            checkpoint itself, a folder, a wrong suffix, a metadata file over either file).
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    check_out_path(checkpoint, out_path, fmt)
     out_path = Path(out_path)
     module, meta = build_exportable(checkpoint, weights)
     size = meta["image_size"]
