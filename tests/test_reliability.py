@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from siamese_ad.cli import main
+from siamese_ad.config import Config, ConfigError
 from siamese_ad.export import check_out_path
 
 SMALL = {"n_train": 3, "n_test_good": 2, "n_test_defect": 1, "size": 32, "defects": ("spot",)}
@@ -96,3 +97,44 @@ def test_export_accepts_a_new_file_with_the_format_suffix(fake_run: Path) -> Non
     check_out_path(fake_run, fake_run / "model.onnx", "onnx")
     check_out_path(fake_run / "checkpoint.pt", fake_run / "model.pt", "torchscript")
     check_out_path(fake_run, fake_run / "model.ts", "torchscript")
+
+
+# 2. batch sizes
+
+
+@pytest.mark.parametrize("size", [0, 1])
+def test_train_batch_size_below_2_is_a_config_error(size: int) -> None:
+    cfg = Config()
+    cfg.data.root, cfg.train.batch_size = "unused", size
+    with pytest.raises(ConfigError, match=r"train\.batch_size.*BatchNorm needs two images"):
+        cfg.validate()
+    cfg.train.batch_size = 2
+    cfg.validate()
+
+
+def test_train_batch_size_1_exits_2_before_training(
+    tiny_category: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    code = main(
+        ["train", "--data", str(tiny_category), "--out", str(out), "--batch-size", "1",
+         "--weights", "none", "--backbone", "resnet18", "--device", "cpu"]
+    )  # fmt: skip
+    assert code == 2
+    assert "train.batch_size=1" in _error_line(capsys)
+    assert not (out / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+@pytest.mark.parametrize("value", ["0", "-3", "two"])
+def test_inference_batch_size_must_be_a_positive_whole_number(
+    command: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [command, "--checkpoint", str(tmp_path), "--batch-size", value]
+    if command == "predict":
+        args += [str(tmp_path), "--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--batch-size" in err and "Traceback" not in err

@@ -146,6 +146,17 @@ def _add_compile(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (inference batch sizes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate", help="score the test split; metrics.json, scores.csv, PNGs", epilog=EPILOG
@@ -158,7 +169,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="category folder (default: the one trained on)")
     p.add_argument("--out", help="results folder (default: <run folder>/eval)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--batch-size", type=_positive_int, help="images per forward pass")
     p.add_argument("--no-heatmaps", action="store_true", help="skip the per-image PNG panels")
     _add_compile(p)
 
@@ -175,7 +186,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="results folder")
     p.add_argument("--device", default="auto", help="with --checkpoint: auto, cpu, cuda")
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--batch-size", type=_positive_int, help="images per forward pass")
     _add_compile(p)
 
 

@@ -49,7 +49,13 @@ class OnnxDetector:
 
     def run(self, images: np.ndarray, batch_size: int | None = None) -> dict[str, np.ndarray]:
         """(N, S, S, 3) uint8 -> {output name: (N, ...) array}: map (N, S, S), score (N,) and,
-        with thresholds, anomalous (N,), normalised_score (N,), mask (N, S, S)."""
+        with thresholds, anomalous (N,), normalised_score (N,), mask (N, S, S).
+
+        Raises:
+            ValueError: batch_size is given and below 1.
+        """
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch size {batch_size} must be at least 1 (--batch-size)")
         bs = batch_size or DEFAULT_BATCH
         names = list(self.meta["outputs"])
         parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
