@@ -14,6 +14,7 @@ import pytest
 from siamese_ad.cli import main
 from siamese_ad.config import Config
 from siamese_ad.data.mvtec import read_mvtec
+from siamese_ad.reporting.heatmaps import panel_name
 
 FLAGS = [
     "--weights", "none", "--backbone", "resnet18", "--image-size", "64",
@@ -87,7 +88,7 @@ def test_evaluate_writes_one_score_row_and_one_heat_map_per_test_image(run: Run)
     heatmaps = sorted((run.eval / "heatmaps").glob("*.png"))
     assert len(heatmaps) == len(test)
     for sample in test:
-        assert (run.eval / "heatmaps" / f"{sample.defect}_{sample.image.stem}.png").is_file()
+        assert (run.eval / "heatmaps" / panel_name(sample.defect, sample.image)).is_file()
 
 
 def test_predict_writes_a_row_and_a_heat_map_per_image(run: Run) -> None:

@@ -4,14 +4,29 @@ synthetic data folder never loses the user's files."""
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import itertools
 import os
+import shutil
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 from siamese_ad.cli import main
 from siamese_ad.config import Config, ConfigError
+from siamese_ad.data.dataset import ImageSet
+from siamese_ad.data.mvtec import read_mvtec
+from siamese_ad.data.sample import DataError, Sample
+from siamese_ad.evaluation.evaluate import evaluate
 from siamese_ad.export import check_out_path
+from siamese_ad.reporting.heatmaps import PNG_THREADS, panel_name, save_pngs, write_panels
+from siamese_ad.training.trainer import train
 
 SMALL = {"n_train": 3, "n_test_good": 2, "n_test_defect": 1, "size": 32, "defects": ("spot",)}
 
@@ -138,3 +153,121 @@ def test_inference_batch_size_must_be_a_positive_whole_number(
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "--batch-size" in err and "Traceback" not in err
+
+
+# 3. same-stem images: their own heat maps, their own masks
+
+
+def _names() -> list[tuple[str, str]]:
+    """Every (defect, file name) pair over a small alphabet rich in separators and escapes."""
+    parts = ["".join(p) for n in (1, 2, 3) for p in itertools.product("a_+~.", repeat=n)]
+    return [(d, f) for d in parts[:40] for f in parts]
+
+
+def test_panel_names_are_unique_per_defect_and_file_name() -> None:
+    pairs = _names()
+    names = {panel_name(d, Path(f)) for d, f in pairs}
+    assert len(names) == len(pairs)
+    assert panel_name("a_b", Path("c.png")) != panel_name("a", Path("b_c.png"))
+    assert panel_name("good", Path("000.png")) != panel_name("good", Path("000.jpg"))
+    assert all("/" not in n and n.endswith(".png") for n in names)
+
+
+def test_concurrent_writes_of_one_path_do_not_collide(tmp_path: Path) -> None:
+    pictures = [np.full((16, 16), i, np.uint8) for i in range(24)]
+    barrier = threading.Barrier(min(2, PNG_THREADS), timeout=2)
+
+    def render(picture: np.ndarray) -> np.ndarray:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait()  # two threads write the same path at the same moment
+        return picture
+
+    target = tmp_path / "same.png"
+    save_pngs((target, lambda p=p: render(p)) for p in pictures)
+    value = np.asarray(Image.open(target))
+    assert any(np.array_equal(value, p) for p in pictures)
+    assert [p.name for p in tmp_path.iterdir()] == ["same.png"]  # no temporary file left
+
+
+def test_write_panels_gives_same_stem_images_their_own_files(tmp_path: Path) -> None:
+    samples = [
+        Sample(Path("d/good/000.png"), 0),
+        Sample(Path("d/good/000.jpg"), 0),
+        Sample(Path("d/a_b/c.png"), 1, "a_b"),
+        Sample(Path("d/a/b_c.png"), 1, "a"),
+    ]
+    n, size = len(samples), 8
+    images = ImageSet(
+        samples,
+        torch.zeros(n, 3, size, size, dtype=torch.uint8),
+        torch.zeros(n, size, size, dtype=torch.bool),
+        torch.zeros(n, dtype=torch.bool),
+    )
+    maps = np.stack([np.full((size, size), float(i)) for i in range(n)])
+    maps[0, 0, 0] = 10.0  # a colour range wide enough to tell the maps apart
+    paths = write_panels(tmp_path, images, maps)
+    assert len(set(paths)) == n and all(p.is_file() for p in paths)
+    heat = [np.asarray(Image.open(p))[:, 2 * size : 3 * size] for p in paths]
+    assert not any(np.array_equal(heat[i], heat[j]) for i, j in itertools.combinations(range(n), 2))
+
+
+def _copy(category: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(category, tmp_path / category.name))
+
+
+def _as_jpg(png: Path) -> Path:
+    jpg = png.with_suffix(".jpg")
+    Image.open(png).convert("RGB").save(jpg, quality=95)
+    return jpg
+
+
+def test_mask_shared_by_two_same_stem_defect_images_is_ambiguous(
+    tiny_category: Path, tmp_path: Path
+) -> None:
+    root = _copy(tiny_category, tmp_path)
+    png = root / "test" / "spot" / "000.png"
+    jpg = _as_jpg(png)
+    with pytest.raises(DataError, match="ambiguous mask") as err:
+        read_mvtec(root)
+    assert str(png) in str(err.value) and str(jpg) in str(err.value)
+
+
+def test_same_stem_good_images_are_both_read_without_masks(
+    tiny_category: Path, tmp_path: Path
+) -> None:
+    root = _copy(tiny_category, tmp_path)
+    jpg = _as_jpg(root / "test" / "good" / "000.png")
+    test = read_mvtec(root).test
+    goods = [s for s in test if s.defect == "good"]
+    assert jpg in [s.image for s in goods] and all(s.mask is None for s in goods)
+    defects = [s for s in test if s.label == 1]
+    assert all(s.mask is not None and s.mask.stem == f"{s.image.stem}_mask" for s in defects)
+
+
+@pytest.fixture(scope="module")
+def same_stem_run(
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_category: Path,
+    make_config: Callable[[Path], Config],
+) -> tuple[Path, Path]:
+    """(category with test/good/000.png and 000.jpg, a tiny checkpoint trained on it)."""
+    tmp = tmp_path_factory.mktemp("same_stem")
+    root = _copy(tiny_category, tmp)
+    _as_jpg(root / "test" / "good" / "000.png")
+    return root, train(make_config(root), tmp / "model")
+
+
+@pytest.mark.parametrize("heatmaps", [True, False])
+def test_evaluate_scores_same_stem_images_separately(
+    same_stem_run: tuple[Path, Path], tmp_path: Path, heatmaps: bool
+) -> None:
+    root, ckpt = same_stem_run
+    evaluate(ckpt, tmp_path, device="cpu", heatmaps=heatmaps)
+    with (tmp_path / "scores.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    images = [Path(r["image"]) for r in rows]
+    good = root / "test" / "good"
+    assert good / "000.png" in images and good / "000.jpg" in images
+    assert len(set(images)) == len(images) == len(read_mvtec(root).test)
+    panels = sorted((tmp_path / "heatmaps").glob("*.png")) if heatmaps else []
+    assert len(panels) == (len(images) if heatmaps else 0)

@@ -13,19 +13,42 @@ LAYOUT_HINT = (
 )
 
 
-def _find_mask(root: Path, defect: str, image: Path) -> Path | None:
+def _find_mask(root: Path, defect: str, image: Path, siblings: list[Path]) -> Path | None:
+    """The ground-truth mask of `image`: ground_truth/<defect>/<stem>_mask.png (or <stem>.png).
+
+    A mask is found by the image's stem, so it is only taken when no other image in the same
+    test folder (`siblings`) has that stem: for test/scratch/000.png and 000.jpg the mask
+    000_mask.png could belong to either, and taking it for both would score one image against
+    the other's defect.
+
+    Raises:
+        DataError: a mask exists but another image shares the stem (ambiguous mask).
+    """
     folder = root / "ground_truth" / defect
-    for name in (f"{image.stem}_mask.png", f"{image.stem}.png"):
-        if (folder / name).is_file():
-            return folder / name
-    return None
+    found = next(
+        (
+            folder / n
+            for n in (f"{image.stem}_mask.png", f"{image.stem}.png")
+            if (folder / n).is_file()
+        ),
+        None,
+    )
+    twins = [p for p in siblings if p.stem == image.stem and p != image]
+    if found is not None and twins:
+        names = " and ".join(str(p) for p in sorted([image, *twins]))
+        raise DataError(
+            f"ambiguous mask {found}: it could belong to {names}, which share the name "
+            f"{image.stem!r}. Rename all but one of them (and give each its own mask)."
+        )
+    return found
 
 
 def read_mvtec(root: str | Path) -> CategoryData:
     """Reads one MVTec AD category folder.
 
     Raises:
-        DataError: the folder is missing, empty or mis-laid; a defect image lacks a mask.
+        DataError: the folder is missing, empty or mis-laid; a defect image lacks a mask, or
+            its mask is ambiguous (two images of one defect folder share a stem).
     """
     root = Path(root)
     train_dir, test_dir = root / "train" / GOOD, root / "test"
@@ -37,11 +60,12 @@ def read_mvtec(root: str | Path) -> CategoryData:
     test: list[Sample] = []
     for folder in sorted(p for p in test_dir.iterdir() if p.is_dir()):
         defect = folder.name
-        for image in list_images(folder):
+        images = list_images(folder)
+        for image in images:
             if defect == GOOD:
                 test.append(Sample(image, 0, GOOD))
                 continue
-            mask = _find_mask(root, defect, image)
+            mask = _find_mask(root, defect, image, images)
             if mask is None:
                 raise DataError(
                     f"no mask for {image}: expected {root / 'ground_truth' / defect}/"

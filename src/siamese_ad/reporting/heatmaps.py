@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -58,15 +59,37 @@ def colour_range(maps: np.ndarray) -> tuple[float, float]:
     return float(maps.min()), float(maps.max())
 
 
+# Heat-map names join the defect folder and the image file name with PANEL_SEPARATOR; inside
+# each part the separator and the escape character are escaped, so a name stands for exactly one
+# (defect, file name) pair: "a_b/c.png" -> "a_b+c.png.png", "a/b_c.png" -> "a+b_c.png.png".
+# Neither character is percent-decoded in a URL path, so the HTML report's links still work.
+PANEL_SEPARATOR = "+"
+_ESCAPES = {"~": "~7E", "+": "~2B"}
+
+
+def _escape(part: str) -> str:
+    return "".join(_ESCAPES.get(char, char) for char in part)
+
+
 def panel_name(defect: str, image: Path) -> str:
-    return f"{defect}_{image.stem}.png"
+    """The heat-map file name of one test image: `<defect>+<file name with suffix>.png`.
+
+    Unique for every (defect, file name) pair: the suffix is kept (000.png and 000.jpg get
+    different names) and "+" and "~" inside either part are escaped as "~2B" and "~7E".
+    """
+    return f"{_escape(defect)}{PANEL_SEPARATOR}{_escape(image.name)}.png"
 
 
 def save_png(path: Path, picture: np.ndarray) -> None:
-    """(H, W) or (H, W, 3) uint8 -> a PNG at `path`, through a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    """(H, W) or (H, W, 3) uint8 -> a PNG at `path`, through a temporary file and a rename.
+
+    The temporary file, in the same folder, has a name unique to this call and is created
+    exclusively, so concurrent writes of one path never share it; its mode follows the umask.
+    """
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        Image.fromarray(picture).save(tmp, format="PNG", compress_level=PNG_COMPRESSION)
+        with tmp.open("xb") as fh:
+            Image.fromarray(picture).save(fh, format="PNG", compress_level=PNG_COMPRESSION)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
