@@ -10,6 +10,7 @@ import itertools
 import os
 import shutil
 import threading
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from PIL import Image
 from siamese_ad.cli import main
 from siamese_ad.config import Config, ConfigError
 from siamese_ad.data.dataset import ImageSet
+from siamese_ad.data.images import MASK_THRESHOLD, load_mask
 from siamese_ad.data.mvtec import read_mvtec
 from siamese_ad.data.sample import DataError, Sample
 from siamese_ad.evaluation.evaluate import evaluate
@@ -271,3 +273,47 @@ def test_evaluate_scores_same_stem_images_separately(
     assert len(set(images)) == len(images) == len(read_mvtec(root).test)
     panels = sorted((tmp_path / "heatmaps").glob("*.png")) if heatmaps else []
     assert len(panels) == (len(images) if heatmaps else 0)
+
+
+# 4. masks are thresholded
+
+
+def _mask_file(tmp_path: Path, values: np.ndarray, mode: str | None = None) -> Path:
+    path = tmp_path / "m.png"
+    Image.fromarray(values, mode).save(path) if mode else Image.fromarray(values).save(path)
+    return path
+
+
+def _load(path: Path, size: int) -> np.ndarray:
+    return load_mask(path, size, (size, size), path.with_name("img.png")).numpy()
+
+
+def test_mask_background_not_exactly_0_is_not_defect_and_warns(tmp_path: Path) -> None:
+    values = np.full((16, 16), 3, np.uint8)  # a JPEG-ish background
+    values[4:8, 4:8] = 250
+    values[8, 8] = MASK_THRESHOLD  # exactly at the threshold: normal
+    path = _mask_file(tmp_path, values)
+    with pytest.warns(UserWarning, match=str(path)):
+        out = _load(path, 16)
+    np.testing.assert_array_equal(out, values > MASK_THRESHOLD)
+    assert int(out.sum()) == 16
+
+
+@pytest.mark.parametrize("high", [1, 255])
+def test_binary_masks_read_exactly_and_quietly(tmp_path: Path, high: int) -> None:
+    values = np.zeros((16, 16), np.uint8)
+    values[2:5, 3:9] = high
+    path = _mask_file(tmp_path, values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = _load(path, 16)
+    np.testing.assert_array_equal(out, values > 0)
+
+
+def test_colour_mask_counts_its_brightest_channel(tmp_path: Path) -> None:
+    values = np.zeros((16, 16, 3), np.uint8)
+    values[4:8, 4:8, 0] = 255  # pure red: grey 76, under the threshold
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = _load(_mask_file(tmp_path, values), 16)
+    np.testing.assert_array_equal(out, values[..., 0] > 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,18 @@ from PIL import Image, UnidentifiedImageError
 from siamese_ad.data.decode import IMAGE_SUFFIXES, list_images, open_image, read_rgb
 from siamese_ad.data.sample import DataError
 
-__all__ = ["IMAGE_SUFFIXES", "image_size_of", "list_images", "load_image", "load_mask"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "MASK_THRESHOLD",
+    "image_size_of",
+    "list_images",
+    "load_image",
+    "load_mask",
+    "mask_to_bool",
+]
+
+MASK_THRESHOLD = 127  # grey mask values above it are defect (0/1 masks: 1 is defect)
+_GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 
 
 def image_size_of(path: Path) -> tuple[int, int]:
@@ -33,10 +45,42 @@ def load_image(path: str | Path, size: int) -> tuple[torch.Tensor, tuple[int, in
     return torch.from_numpy(rgb).permute(2, 0, 1).contiguous(), original
 
 
+def mask_to_bool(values: np.ndarray, path: Path) -> np.ndarray:
+    """Grey mask values (uint8) -> defect where > MASK_THRESHOLD; 0/1 masks (max 1): where 1.
+
+    Warns, naming `path`, when the values are neither within {0, 255} nor within {0, 1}
+    (anti-aliased edges, JPEG noise, label indices): they are thresholded, not taken as is.
+    """
+    present = set(np.unique(values).tolist())
+    if not (present <= {0, 255} or present <= {0, 1}):
+        shown = ", ".join(str(v) for v in sorted(present)[:6]) + (
+            ", ..." if len(present) > 6 else ""
+        )
+        warnings.warn(
+            f"mask {path} holds values other than 0/255 or 0/1 ({shown}); read as defect "
+            f"where > {MASK_THRESHOLD}. Save masks as 0 (normal) and 255 (defect).",
+            stacklevel=3,
+        )
+    if max(present) == 1:
+        return values >= 1
+    return values > MASK_THRESHOLD
+
+
+def _mask_values(img: Image.Image) -> np.ndarray:
+    """A mask's values as (H, W) uint8: grey modes as grey (16-bit clipped at 255), colour
+    modes (RGB, palette, ...) as their brightest channel, so a pure red mark is 255, not 76."""
+    if img.mode in _GREY_MODES:
+        return np.asarray(img.convert("L"))
+    return np.asarray(img.convert("RGB")).max(axis=2)
+
+
 def load_mask(
     path: str | Path, size: int, image_hw: tuple[int, int], image_path: Path
 ) -> torch.Tensor:
-    """Reads a ground-truth mask (non-zero = anomalous) and resizes it with nearest neighbour.
+    """Reads a ground-truth mask and resizes it with nearest neighbour.
+
+    Values > MASK_THRESHOLD are defect (for 0/1 masks: 1); see `mask_to_bool`. Colour masks
+    are read by their brightest channel.
 
     Returns:
         A (size, size) bool tensor.
@@ -48,7 +92,7 @@ def load_mask(
             f"mask {path} is {img.width}x{img.height} but its image {image_path} is "
             f"{image_hw[1]}x{image_hw[0]}; a mask must have its image's size."
         )
-    arr = np.asarray(img.convert("L")) > 0
+    arr = mask_to_bool(_mask_values(img), path)
     if arr.shape != (size, size):
         pil = Image.fromarray(arr.astype(np.uint8) * 255)
         arr = np.asarray(pil.resize((size, size), Image.Resampling.NEAREST)) > 0
