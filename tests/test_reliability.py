@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import itertools
 import os
 import shutil
@@ -19,6 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
+import siamese_ad.cli as cli
 from siamese_ad.cli import main
 from siamese_ad.config import Config, ConfigError
 from siamese_ad.data.dataset import ImageSet
@@ -28,6 +30,7 @@ from siamese_ad.data.sample import DataError, Sample
 from siamese_ad.evaluation.evaluate import evaluate
 from siamese_ad.export import check_out_path
 from siamese_ad.reporting.heatmaps import PNG_THREADS, panel_name, save_pngs, write_panels
+from siamese_ad.training.loop import select_device
 from siamese_ad.training.trainer import train
 
 SMALL = {"n_train": 3, "n_test_good": 2, "n_test_defect": 1, "size": 32, "defects": ("spot",)}
@@ -317,3 +320,91 @@ def test_colour_mask_counts_its_brightest_channel(tmp_path: Path) -> None:
         warnings.simplefilter("error")
         out = _load(_mask_file(tmp_path, values), 16)
     np.testing.assert_array_equal(out, values[..., 0] > 0)
+
+
+# 5. the CLI's error boundary
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        PermissionError(errno.EACCES, "Permission denied", "/data/locked"),
+        NotADirectoryError(errno.ENOTDIR, "Not a directory", "/data/file/sub"),
+        IsADirectoryError(errno.EISDIR, "Is a directory", "/data/folder"),
+        FileExistsError(errno.EEXIST, "File exists", "/data/there"),
+        FileNotFoundError(errno.ENOENT, "No such file or directory", "/data/gone"),
+        OSError(errno.ENOSPC, "No space left on device", "/data/full"),
+    ],
+)
+def test_user_path_errors_are_one_line_exit_2(
+    error: OSError, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def fail(args: object) -> int:
+        raise error
+
+    monkeypatch.setattr(cli, "run", fail)
+    assert main(["synth-preview", "--data", "x", "--out", "y.png"]) == 2
+    line = _error_line(capsys)
+    assert line == f"siamese-ad synth-preview: error: {error.strerror}: {error.filename}"
+
+
+@pytest.mark.parametrize("error", [OSError(errno.EIO, "Input/output error"), TypeError("bug")])
+def test_other_errors_keep_their_traceback(
+    error: Exception, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail(args: object) -> int:
+        raise error
+
+    monkeypatch.setattr(cli, "run", fail)
+    with pytest.raises(type(error)):
+        main(["synth-preview", "--data", "x", "--out", "y.png"])
+
+
+def test_demo_out_under_a_file_is_one_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert main(["demo", "--out", str(blocker / "demo"), "--device", "cpu"]) == 2
+    line = _error_line(capsys)
+    assert line.startswith("siamese-ad demo: error: ") and str(blocker) in line
+
+
+@pytest.mark.parametrize("name", ["gpu0", "mps", "cuda:99", "meta", "CPU"])
+def test_unavailable_or_unknown_device_is_a_clear_value_error(name: str) -> None:
+    if name == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    if name == "cuda:99" and torch.cuda.device_count() > 99:
+        pytest.skip("this machine has 100 GPUs")
+    with pytest.raises(ValueError, match=f"{name!r}.*--device|--device.*{name!r}"):
+        select_device(name)
+
+
+def test_evaluate_on_an_unknown_device_exits_2(
+    same_stem_run: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, ckpt = same_stem_run
+    args = ["evaluate", "--checkpoint", str(ckpt), "--out", str(tmp_path), "--device", "gpu0"]
+    assert main(args) == 2
+    assert "'gpu0'" in _error_line(capsys)
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "export", "demo"])
+def test_ctrl_c_speaks_of_resume_only_for_train(
+    command: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupted(args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run", interrupted)
+    args = {
+        "train": ["train", "--out", "o"],
+        "evaluate": ["evaluate", "--checkpoint", "c"],
+        "predict": ["predict", "x.png", "--checkpoint", "c", "--out", "o"],
+        "export": ["export", "--checkpoint", "c", "--out", "m.onnx"],
+        "demo": ["demo"],
+    }[command]
+    assert main(args) == 130
+    line = _error_line(capsys)
+    assert line.startswith("interrupted")
+    assert ("--resume" in line) == (command == "train")

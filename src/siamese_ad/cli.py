@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
@@ -387,6 +388,40 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+# OSErrors that come from the user's paths and environment, not from bugs in siamese-ad.
+_USER_OS_ERRORS = (
+    PermissionError,
+    NotADirectoryError,
+    IsADirectoryError,
+    FileExistsError,
+    FileNotFoundError,
+)
+_USER_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # disk full, over quota, read-only
+
+
+def _is_user_os_error(err: OSError) -> bool:
+    return isinstance(err, _USER_OS_ERRORS) or err.errno in _USER_ERRNOS
+
+
+def _os_error_message(err: OSError) -> str:
+    """One line naming the path(s) and what went wrong, e.g. "Permission denied: runs/x"."""
+    if not err.strerror:
+        return str(err)
+    paths = [str(p) for p in (err.filename, err.filename2) if p is not None]
+    return f"{err.strerror}: {' -> '.join(paths)}" if paths else err.strerror
+
+
+def _interrupted_message(command: str) -> str:
+    """What Ctrl-C leaves behind: only train (and demo, benchmark, which train) can go on."""
+    if command == "train":
+        return "interrupted; the last finished epoch is in the checkpoint (--resume)"
+    if command == "demo":
+        return "interrupted; run the same demo command again to go on from the last finished epoch"
+    if command == "benchmark":
+        return "interrupted; finished cells are kept: run the same command again to do the rest"
+    return "interrupted; run the command again to redo it"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -396,10 +431,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"siamese-ad {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # unreadable, unwritable or missing user paths; a full disk
+        if not _is_user_os_error(err):
+            raise
+        print(f"siamese-ad {args.command}: error: {_os_error_message(err)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print(
-            "interrupted; the last finished epoch is in the checkpoint (--resume)", file=sys.stderr
-        )
+        print(_interrupted_message(args.command), file=sys.stderr)
         return 130
 
 
