@@ -27,6 +27,7 @@ from siamese_ad.data.dataset import ImageSet
 from siamese_ad.data.images import MASK_THRESHOLD, load_mask
 from siamese_ad.data.mvtec import read_mvtec
 from siamese_ad.data.sample import DataError, Sample
+from siamese_ad.data.synthetic import MARKER, make_synthetic_category
 from siamese_ad.evaluation.evaluate import evaluate
 from siamese_ad.export import check_out_path
 from siamese_ad.reporting.heatmaps import PNG_THREADS, panel_name, save_pngs, write_panels
@@ -408,3 +409,52 @@ def test_ctrl_c_speaks_of_resume_only_for_train(
     line = _error_line(capsys)
     assert line.startswith("interrupted")
     assert ("--resume" in line) == (command == "train")
+
+
+# 6. the synthetic data folder keeps the user's files
+
+
+def test_rewrite_refuses_a_folder_with_a_user_file_and_deletes_nothing(tmp_path: Path) -> None:
+    root = make_synthetic_category(tmp_path / "data", **SMALL)
+    mine = [root / "test" / "good" / "mine.png", root / "notes.txt", root / "extra" / "a.txt"]
+    for path in mine:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("keep me")
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    with pytest.raises(DataError, match="did not write") as err:
+        make_synthetic_category(root, **{**SMALL, "n_train": 4})
+    assert "notes.txt" in str(err.value)
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+
+
+def test_rewrite_refuses_a_link_and_leaves_its_target(tmp_path: Path) -> None:
+    root = make_synthetic_category(tmp_path / "data", **SMALL)
+    target = tmp_path / "precious.png"
+    target.write_bytes(b"user picture")
+    link = root / "train" / "good" / "000.png"  # a name the generator writes
+    link.unlink()
+    link.symlink_to(target)
+    with pytest.raises(DataError, match=r"000\.png"):
+        make_synthetic_category(root, **SMALL)
+    assert link.is_symlink() and target.read_bytes() == b"user picture"
+
+
+def test_rewrite_of_a_cut_short_category_succeeds(tmp_path: Path) -> None:
+    root = make_synthetic_category(tmp_path / "data", **SMALL)
+    bigger = {**SMALL, "n_train": 6, "defects": ("scratch",)}
+    (root / "train" / "good" / "001.png").unlink()  # as if the writer had stopped early
+    make_synthetic_category(root, **bigger)
+    assert len(list((root / "train" / "good").glob("*.png"))) == 6
+    assert sorted(p.name for p in (root / "test").iterdir()) == ["good", "scratch"]
+    assert (root / MARKER).is_file()
+
+
+def test_demo_refuses_a_data_folder_with_user_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = make_synthetic_category(tmp_path / "demo" / "data", **SMALL)
+    mine = data / "test" / "spot" / "my_photo.jpg"
+    mine.write_bytes(b"mine")
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--device", "cpu"]) == 2
+    assert "my_photo.jpg" in _error_line(capsys)
+    assert mine.read_bytes() == b"mine" and not (tmp_path / "demo" / "model").exists()

@@ -17,10 +17,11 @@ Layout written by `make_synthetic_category`::
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -31,6 +32,7 @@ MARKER = ".siamese_ad_synthetic.json"
 _MARKER_ID = "siamese_ad.data.synthetic"
 _SUPERSAMPLE = 4
 _MASK_THRESHOLD = 0.5
+_MAX_COUNT = 100_000  # a recorded image count above it is not one this module wrote
 
 
 def _oriented_noise(size: int, angle: float, rng: np.random.Generator) -> np.ndarray:
@@ -192,24 +194,95 @@ def _write_png(path: Path, array: np.ndarray) -> None:
         raise DataError(f"cannot write {path}")
 
 
+def _good_path(split: str, index: int) -> Path:
+    return Path(split, GOOD, f"{index:03d}.png")
+
+
+def _defect_paths(defect: str, index: int) -> tuple[Path, Path]:
+    """(image, mask) of one defective test image, relative to the category folder."""
+    name = f"{index:03d}"
+    return Path("test", defect, f"{name}.png"), Path("ground_truth", defect, f"{name}_mask.png")
+
+
+def _layout(arguments: Any) -> tuple[set[Path], set[Path]] | None:
+    """(files, folders) that make_synthetic_category writes with `arguments`, relative to the
+    root; None when they are not arguments it records (a marker edited or written by hand)."""
+    try:
+        counts = [arguments[k] for k in ("n_train", "n_test_good", "n_test_defect")]
+        defects = list(arguments["defects"])
+        if not set(defects) <= set(DEFECTS):
+            return None
+    except (KeyError, TypeError):
+        return None
+    if not all(type(c) is int and 0 <= c <= _MAX_COUNT for c in counts):
+        return None
+    n_train, n_test_good, n_test_defect = counts
+    files = {Path(MARKER)}
+    files.update(_good_path("train", i) for i in range(n_train))
+    files.update(_good_path("test", i) for i in range(n_test_good))
+    for defect in defects:
+        for i in range(n_test_defect):
+            files.update(_defect_paths(defect, i))
+    folders = {parent for f in files for parent in f.parents if parent != Path(".")}
+    return files, folders
+
+
+def _recorded_layout(root: Path) -> tuple[set[Path], set[Path]] | None:
+    """The layout recorded by the marker in `root`; None without a valid siamese-ad marker."""
+    try:
+        marker = json.loads((root / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(marker, dict) or marker.get("generator") != _MARKER_ID:
+        return None
+    return _layout(marker.get("arguments"))
+
+
+def _entries(root: Path) -> list[tuple[Path, str]]:
+    """Everything under `root` as (relative path, "dir" | "file" | "link"); links, to files or
+    folders, are not followed."""
+    out = []
+    for folder, dirs, files in os.walk(root):
+        here = Path(folder).relative_to(root)
+        for names, kind in ((dirs, "dir"), (files, "file")):
+            for name in names:
+                link = (Path(folder) / name).is_symlink()
+                out.append((here / name, "link" if link else kind))
+    return out
+
+
 def _prepare_root(root: Path) -> None:
-    """Clears a previous synthetic category at `root`; refuses any other non-empty folder."""
+    """Empties a previous synthetic category at `root`; refuses any other non-empty folder.
+
+    Only what the generator wrote (the files and folders the arguments recorded in its marker
+    give) is removed, and only when nothing else is there: a folder that holds any other file,
+    folder or link is refused and left as it is.
+    """
     if root.exists() and not root.is_dir():
         raise DataError(f"{root} exists and is not a folder; choose another path")
     if not root.exists() or not any(root.iterdir()):
         return
-    marker = root / MARKER
-    try:
-        is_ours = json.loads(marker.read_text()).get("generator") == _MARKER_ID
-    except (OSError, ValueError, AttributeError):
-        is_ours = False
-    if not is_ours:
+    layout = _recorded_layout(root)
+    if layout is None:
         raise DataError(
             f"{root} is not empty and is not a synthetic category written by siamese-ad "
             f"(no {MARKER}); refusing to write there: choose an empty or new folder"
         )
-    for sub in ("train", "test", "ground_truth"):
-        shutil.rmtree(root / sub, ignore_errors=True)
+    ours = {"file": layout[0], "dir": layout[1], "link": set()}
+    entries = _entries(root)
+    foreign = sorted(str(rel) for rel, kind in entries if rel not in ours[kind])
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if foreign[3:] else "")
+        raise DataError(
+            f"{root} holds files the synthetic category did not write ({shown}); refusing to "
+            "rewrite it: move them out, or choose another folder"
+        )
+    for rel, kind in entries:
+        if kind == "file":
+            (root / rel).unlink()
+    folders = [rel for rel, kind in entries if kind == "dir"]
+    for rel in sorted(folders, key=lambda p: -len(p.parts)):  # deepest first
+        (root / rel).rmdir()
 
 
 def make_synthetic_category(
@@ -245,16 +318,6 @@ def make_synthetic_category(
     root = Path(root)
     _prepare_root(root)
     root.mkdir(parents=True, exist_ok=True)
-    for split, count in (("train", n_train), ("test", n_test_good)):
-        for i in range(count):
-            image = make_texture(size, _rng(seed, f"{split}/{GOOD}", i))
-            _write_png(root / split / GOOD / f"{i:03d}.png", image)
-    for defect in defects:
-        for i in range(n_test_defect):
-            rng = _rng(seed, f"test/{defect}", i)
-            image, mask = paint_defect(make_texture(size, rng), defect, rng)
-            _write_png(root / "test" / defect / f"{i:03d}.png", image)
-            _write_png(root / "ground_truth" / defect / f"{i:03d}_mask.png", mask)
     args = {
         "n_train": n_train,
         "n_test_good": n_test_good,
@@ -263,6 +326,18 @@ def make_synthetic_category(
         "seed": seed,
         "defects": list(defects),
     }
+    # First, so that a run cut short leaves a folder the next run recognises and clears.
     marker = {"generator": _MARKER_ID, "version": 1, "arguments": args}
     (root / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+    for split, count in (("train", n_train), ("test", n_test_good)):
+        for i in range(count):
+            image = make_texture(size, _rng(seed, f"{split}/{GOOD}", i))
+            _write_png(root / _good_path(split, i), image)
+    for defect in defects:
+        for i in range(n_test_defect):
+            rng = _rng(seed, f"test/{defect}", i)
+            image, mask = paint_defect(make_texture(size, rng), defect, rng)
+            image_path, mask_path = _defect_paths(defect, i)
+            _write_png(root / image_path, image)
+            _write_png(root / mask_path, mask)
     return root
