@@ -146,8 +146,11 @@ def test_predict_writes_decisions_normalised_scores_and_binary_masks(bench, tmp_
 
 
 def test_setups_and_modalities_are_checked() -> None:
-    assert benchmark.parse_setup("full") == 0 and benchmark.parse_setup("16shot") == 16
-    for bad in ("0shot", "shot", "few"):
+    setup = benchmark.parse_setup
+    assert setup("full") == benchmark.Setup(0) and setup("16shot") == benchmark.Setup(16)
+    assert setup("full-real2") == benchmark.Setup(0, 2)
+    assert setup("16shot-real1-basic") == benchmark.Setup(16, 1, True)
+    for bad in ("0shot", "shot", "few", "full-basic-real2", "full-real"):
         with pytest.raises(ConfigError, match="setup"):
             benchmark.parse_setup(bad)
     with pytest.raises(ConfigError, match="rgbd"):
@@ -183,3 +186,40 @@ def test_shards_split_the_cells_and_the_last_run_writes_the_tables(
     assert (tmp_path / "out" / "results.md").exists() and rows[-1]["category"] == "mean"
     with pytest.raises(ConfigError, match="shard"):
         benchmark.parse_shard("2/2")
+
+
+def test_seeds_run_every_cell_per_seed_with_means_and_ranges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "data" / "a" / "train").mkdir(parents=True)
+    seen: list[tuple[int, bool, bool, int]] = []
+
+    def fake_cell(cfg: Config, cell_dir: Path, heatmaps: bool = True) -> dict:
+        seen.append((cfg.train.seed, cfg.model.cpam, cfg.deviation.enabled, cfg.train.epochs))
+        result = {"image_auroc": 0.5 + 0.1 * cfg.train.seed, "aupro": 0.4}
+        cell_dir.mkdir(parents=True, exist_ok=True)
+        (cell_dir / "metrics.json").write_text(json.dumps(result))
+        return result
+
+    monkeypatch.setattr(benchmark, "run_cell", fake_cell)
+    monkeypatch.setattr(benchmark, "write_results", lambda out, rows: None)
+    monkeypatch.setattr("siamese_ad.reporting.report.write_benchmark_report", lambda *a: None)
+    cfg = tiny_config()
+    cfg.train.epochs, cfg.deviation.epochs = 3, 2
+    rows = benchmark.run_benchmark(
+        tmp_path / "data", "mvtec", "all", ["full", "full-basic"], ["rgb"], tmp_path / "out",
+        cfg, seeds=[0, 2],
+    )  # fmt: skip
+    assert seen == [
+        (0, True, True, 3),
+        (2, True, True, 3),
+        (0, False, False, 5),
+        (2, False, False, 5),
+    ]
+    assert [r["cell"] for r in rows[:2]] == ["a/full/seed0", "a/full/seed2"]
+    means = [r for r in rows if r.get("seed") == "mean"]
+    assert [m["setup"] for m in means] == ["full", "full-basic"]
+    assert means[0]["image_auroc"] == pytest.approx(0.6)
+    assert means[0]["image_auroc_range"] == pytest.approx(0.2)
+    overall = [r for r in rows if r["category"] == "mean"]
+    assert overall[0]["image_auroc"] == pytest.approx(0.6)  # from the seed mean, counted once

@@ -234,7 +234,15 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="data set folder (for folder: one category)")
     p.add_argument("--dataset", choices=["mvtec", "mvtec3d", "folder"], required=True)
     p.add_argument("--categories", default="all", help="all, or comma-separated category names")
-    p.add_argument("--setups", default="full,16shot", help="comma-separated: full, <k>shot")
+    p.add_argument(
+        "--setups",
+        default="full,16shot",
+        help="comma-separated: full or <k>shot, each optionally followed by -real<K> (K real "
+        "anomalies per defect type) and -basic (the basic block only), e.g. full,full-basic",
+    )
+    p.add_argument(
+        "--seeds", help="comma-separated training seeds, e.g. 0,1,2: every cell runs once per seed"
+    )
     p.add_argument(
         "--modality",
         default="rgb",
@@ -270,6 +278,18 @@ def _benchmark_config(args: argparse.Namespace) -> Config:
         if value is not None:
             setattr(getattr(cfg, section), key, value)
     return cfg.merged(_field_overrides(args))
+
+
+def _parse_seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        seeds = [int(item) for item in _split_list(text)]
+    except ValueError:
+        seeds = []
+    if not seeds or any(seed < 0 for seed in seeds):
+        raise ConfigError(f"--seeds {text!r}: give seeds >= 0 separated by commas, e.g. 0,1,2")
+    return seeds
 
 
 def _split_list(text: str) -> list[str]:
@@ -366,6 +386,7 @@ def run(args: argparse.Namespace) -> int:
             _benchmark_config(args),
             heatmaps=not args.no_heatmaps,
             shard=parse_shard(args.shard),
+            seeds=_parse_seeds(args.seeds),
         )
         if any(row["category"] == "mean" for row in rows):
             out = Path(args.out) / "results.md"

@@ -18,6 +18,7 @@ import io
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +33,52 @@ from siamese_ad.training.trainer import CHECKPOINT, train
 
 DATASETS = ("mvtec", "mvtec3d", "folder")
 MODALITIES = ("rgb", "depth", "rgbd")
-RESULT_COLUMNS = (("category", "category"), ("setup", "setup"), ("modality", "modality"))
-RESULT_COLUMNS += METRIC_COLUMNS
+RESULT_COLUMNS = (
+    ("category", "category"),
+    ("setup", "setup"),
+    ("modality", "modality"),
+    ("seed", "seed"),
+)
+RESULT_COLUMNS += (*METRIC_COLUMNS, ("image_auroc_range", "image AUROC range over seeds"))
 NUMERIC = tuple(key for key, _ in METRIC_COLUMNS)
-_SHOT = re.compile(r"^(\d+)shot$")
+_SETUP = re.compile(r"^(full|(\d+)shot)(-real(\d+))?(-basic)?$")
 
 
-def parse_setup(setup: str) -> int:
-    """Setup name -> shots: "full" -> 0 (every normal image), "<k>shot" -> k (k > 0)."""
-    if setup == "full":
-        return 0
-    match = _SHOT.match(setup)
-    if not match or int(match.group(1)) == 0:
-        raise ConfigError(f"setup {setup!r} is not valid; use 'full' or '<k>shot', e.g. '16shot'")
-    return int(match.group(1))
+@dataclass(frozen=True)
+class Setup:
+    """What a setup name asks for: `<full|Kshot>[-real<K>][-basic]`.
+
+    Attributes:
+        shots: 0 for every normal image, else a seeded choice of that many.
+        real_anomalies: real anomalies per defect type moved into training.
+        basic: the basic block only (no CPAM, no stage-1 contrast, no stage 2), trained for
+            the full method's stage-1 plus stage-2 epochs.
+    """
+
+    shots: int
+    real_anomalies: int = 0
+    basic: bool = False
+
+
+def parse_setup(setup: str) -> Setup:
+    """Setup name -> Setup: "full", "16shot", "full-real2", "full-basic", "16shot-real2-basic"."""
+    match = _SETUP.match(setup)
+    if not match or match.group(2) == "0":
+        raise ConfigError(
+            f"setup {setup!r} is not valid; use 'full' or '<k>shot' (e.g. '16shot'), optionally "
+            "followed by '-real<K>' (K real anomalies per defect type) and '-basic'"
+        )
+    shots = int(match.group(2)) if match.group(2) else 0
+    return Setup(shots, int(match.group(4) or 0), bool(match.group(5)))
+
+
+def apply_setup(cfg: Config, setup: Setup) -> None:
+    """Sets the data and method fields that `setup` names on cfg, in place."""
+    cfg.data.shots, cfg.data.real_anomalies = setup.shots, setup.real_anomalies
+    if setup.basic:
+        if cfg.deviation.enabled:
+            cfg.train.epochs += cfg.deviation.epochs
+        cfg.model.cpam = cfg.contrastive.enabled = cfg.deviation.enabled = False
 
 
 def find_categories(
@@ -109,19 +142,46 @@ def run_cell(cfg: Config, cell_dir: Path, heatmaps: bool = True) -> dict[str, An
     return evaluate(checkpoint, cell_dir, device=cfg.train.device, heatmaps=heatmaps)
 
 
+def _mean_of(members: list[dict[str, Any]], base: dict[str, Any]) -> dict[str, Any]:
+    mean = dict(base)
+    for key in NUMERIC:
+        values = [r[key] for r in members if r.get(key) is not None]
+        mean[key] = float(np.mean(values)) if values else None
+    return mean
+
+
+def seed_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (category, setup, modality) run with several seeds: the mean of each metric
+    over its seeds (seed "mean") and the range (max - min) of image AUROC."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["category"], row["setup"], row["modality"]), []).append(row)
+    out = []
+    for (category, setup, modality), members in groups.items():
+        if len(members) < 2:
+            continue
+        base = {"category": category, "setup": setup, "modality": modality, "seed": "mean"}
+        row = _mean_of(members, base)
+        scores = [r["image_auroc"] for r in members if r.get("image_auroc") is not None]
+        row["image_auroc_range"] = float(max(scores) - min(scores)) if scores else None
+        out.append(row)
+    return out
+
+
 def mean_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One "mean" row per (setup, modality): the mean of each metric over its categories."""
+    """One "mean" row per (setup, modality): the mean of each metric over its categories (over
+    the per-category seed means where a category ran several seeds)."""
+    averaged = {(r["category"], r["setup"], r["modality"]) for r in rows if r.get("seed") == "mean"}
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
+        key = (row["category"], row["setup"], row["modality"])
+        if key in averaged and row.get("seed") != "mean":
+            continue
         groups.setdefault((row["setup"], row["modality"]), []).append(row)
-    means = []
-    for (setup, modality), members in groups.items():
-        mean: dict[str, Any] = {"category": "mean", "setup": setup, "modality": modality}
-        for key in NUMERIC:
-            values = [r[key] for r in members if r.get(key) is not None]
-            mean[key] = float(np.mean(values)) if values else None
-        means.append(mean)
-    return means
+    return [
+        _mean_of(members, {"category": "mean", "setup": setup, "modality": modality})
+        for (setup, modality), members in groups.items()
+    ]
 
 
 def write_results(out_dir: Path, rows: list[dict[str, Any]]) -> None:
@@ -153,6 +213,7 @@ def run_benchmark(
     base_config: Config,
     heatmaps: bool = True,
     shard: tuple[int, int] = (0, 1),
+    seeds: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
     """Runs every cell, then writes results.{csv,json,md} and report.html into out_dir.
 
@@ -162,37 +223,45 @@ def run_benchmark(
 
     Args:
         categories: "all" or a list of category folder names under data_root.
-        setups: "full" and/or "<k>shot".
+        setups: setup names (`parse_setup`): "full", "16shot", "full-real2", "full-basic", ...
         modalities: "rgb" and/or "depth" (mvtec3d).
         base_config: training settings; data root, format, shots and modality are set per cell.
+        seeds: training seeds; None runs base_config's one seed. With several, every cell runs
+            once per seed (in <cell>/seed<k>) and gets a row of seed means and ranges.
 
     Returns:
-        One row per cell (category, setup, modality, metrics, "cell" folder relative to
-        out_dir), then one "mean" row per setup and modality.
+        One row per cell and seed (category, setup, modality, seed, metrics, "cell" folder
+        relative to out_dir), then the seed-mean rows, then one "mean" row per setup and
+        modality.
     """
     out_dir = Path(out_dir)
-    shots = {setup: parse_setup(setup) for setup in setups}
+    parsed = {setup: parse_setup(setup) for setup in setups}
     _check_modalities(modalities, dataset)
     folders = find_categories(data_root, dataset, categories)
+    seed_list = list(seeds) if seeds else [base_config.train.seed]
     rows, pending = [], []
-    combos = [(f, s, m) for f in folders for s in setups for m in modalities]
-    for index, (folder, setup, modality) in enumerate(combos):
+    combos = [(f, s, m, k) for f in folders for s in setups for m in modalities for k in seed_list]
+    for index, (folder, setup, modality, seed) in enumerate(combos):
         cell = Path(folder.name) / cell_name(setup, modality)
+        if len(seed_list) > 1:
+            cell = cell / f"seed{seed}"
         mine = index % shard[1] == shard[0]
         if not mine and not (out_dir / cell / "metrics.json").exists():
             pending.append(cell.as_posix())
             continue
         cfg = copy.deepcopy(base_config)
-        cfg.data.root, cfg.data.format = str(folder), dataset
-        cfg.data.shots, cfg.data.modality = shots[setup], modality
+        cfg.data.root, cfg.data.format, cfg.data.modality = str(folder), dataset, modality
+        cfg.train.seed = seed
+        apply_setup(cfg, parsed[setup])
         tqdm.write(f"benchmark cell {cell}")
         result = run_cell(cfg.validate(), out_dir / cell, heatmaps)
-        row = {"category": folder.name, "setup": setup, "modality": modality}
+        row = {"category": folder.name, "setup": setup, "modality": modality, "seed": seed}
         row.update({key: result.get(key) for key in NUMERIC})
         rows.append({**row, "cell": cell.as_posix()})
     if pending:
         tqdm.write(f"{len(pending)} cells belong to other shards and are not finished yet")
         return rows
+    rows += seed_rows(rows)
     rows += mean_rows(rows)
     write_results(out_dir, rows)
     from siamese_ad.reporting.report import write_benchmark_report

@@ -1,0 +1,59 @@
+"""Prints one row per run folder: the validation signal (what settings are chosen by) beside the
+test metrics (reported, never chosen by), with the training time.
+
+The validation signal is the mean over the last two epochs of the final stage of the image AUROC
+(the configured score: deviation after stage 2, else max of map) and pixel AUROC on held-out
+normal images plus synthetic anomalies made from them (training/validation.py).
+
+Usage: python benchmarks/lever_table.py RUN_DIR [RUN_DIR ...]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from siamese_ad.training.checkpoint import read_checkpoint
+
+
+def validation_signal(history: list[dict]) -> tuple[float | None, float | None]:
+    """Mean validation image and pixel AUROC over the last two epochs of the final stage."""
+    if not history:
+        return None, None
+    last = [h for h in history if h["stage"] == history[-1]["stage"]][-2:]
+    key = "val_image_auroc_deviation" if "val_image_auroc_deviation" in last[-1] else None
+    key = key or "val_image_auroc_max"
+    images = [h[key] for h in last if key in h]
+    pixels = [h["val_pixel_auroc"] for h in last if "val_pixel_auroc" in h]
+    mean = (lambda v: sum(v) / len(v) if v else None)  # noqa: E731
+    return mean(images), mean(pixels)
+
+
+def pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}"
+
+
+def main(runs: list[Path]) -> None:
+    print(
+        "| run | val image AUROC | val pixel AUROC | image AUROC | image AUROC (max) "
+        "| pixel AUROC | AUPRO | training s |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for run in runs:
+        metrics_path = run / "eval" / "metrics.json"
+        if not metrics_path.exists():
+            continue
+        m = json.loads(metrics_path.read_text())
+        history = read_checkpoint(run / "checkpoint.pt")["state"]["history"]
+        val_image, val_pixel = validation_signal(history)
+        seconds = sum(h["seconds"] for h in history)
+        print(
+            f"| {run.name} | {pct(val_image)} | {pct(val_pixel)} | {pct(m.get('image_auroc'))} "
+            f"| {pct(m.get('image_auroc_max'))} | {pct(m.get('pixel_auroc'))} "
+            f"| {pct(m.get('aupro'))} | {seconds:.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main([Path(p) for p in sys.argv[1:]])
