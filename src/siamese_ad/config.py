@@ -210,6 +210,7 @@ class SynthesisConfig:
     max_size: float = 0.25
     blend: str = "poisson"  # poisson | paste
     pool_size: int = 400  # synthetic anomalies made once per run (the stage-1 anomaly pool)
+    jitter: float = 0.0  # probability a patch is made defect-like (contrast, inversion, noise)
 
     def validate(self) -> None:
         if not 1 <= self.min_patches <= self.max_patches:
@@ -218,6 +219,8 @@ class SynthesisConfig:
             raise ConfigError("synthesis sizes must satisfy 0 < min_size <= max_size < 1")
         _check_choice("synthesis.blend", self.blend, ("poisson", "paste"))
         _check_positive("synthesis.pool_size", self.pool_size)
+        if not 0.0 <= self.jitter <= 1.0:
+            raise ConfigError(f"synthesis.jitter={self.jitter} must be a probability in [0, 1]")
 
 
 @dataclass

@@ -194,3 +194,34 @@ def test_from_config_uses_the_config_fields() -> None:
     synth = AnomalySynthesizer.from_config(_noise_textures(2), config, object_type="texture")
     assert (synth.patches, synth.sizes, synth.blend) == ((2, 3), (0.1, 0.2), "paste")
     assert synth.object_type == "texture"
+
+
+def test_jitter_patch_changes_gradients_in_each_of_its_forms() -> None:
+    from siamese_ad.data.synthesis import jitter_patch
+
+    patch = _noise_textures(1)[0][:16, :16]
+    grad = np.abs(np.diff(patch.astype(np.float32), axis=1)).mean()
+    seen = set()
+    for seed in range(30):
+        out = jitter_patch(patch, np.random.default_rng(seed))
+        assert out.shape == patch.shape and out.dtype == np.uint8
+        new_grad = np.abs(np.diff(out.astype(np.float32), axis=1)).mean()
+        inverted = np.array_equal(out, 255 - patch)
+        seen.add("inverted" if inverted else "sharper" if new_grad > grad else "flatter")
+    assert seen == {"inverted", "sharper", "flatter"}
+
+
+@pytest.mark.parametrize("blend", ["poisson", "paste"])
+def test_jittered_anomalies_keep_the_outside_and_zero_jitter_keeps_the_stream(blend: str) -> None:
+    images = _noise_textures(4)
+    plain = AnomalySynthesizer(images, object_type="texture", blend=blend)
+    zero = AnomalySynthesizer(images, object_type="texture", blend=blend, jitter=0.0)
+    full = AnomalySynthesizer(images, object_type="texture", blend=blend, jitter=1.0)
+    for index in range(4):
+        a, _ = plain(index, np.random.default_rng(index))
+        b, _ = zero(index, np.random.default_rng(index))
+        assert np.array_equal(a, b)
+        out, mask = full(index, np.random.default_rng(index))
+        assert np.array_equal(out[~mask], images[index][~mask])
+    with pytest.raises(ValueError, match="jitter"):
+        AnomalySynthesizer(images, jitter=1.5)

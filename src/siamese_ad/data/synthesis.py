@@ -136,6 +136,8 @@ class AnomalySynthesizer:
         min_changed: a patch is kept when at least this fraction of its region changed.
         min_foreground: objects only; the share of a patch region on both foregrounds.
         max_tries: attempts per patch before it is given up.
+        jitter: probability that a patch is made defect-like before blending (`jitter_patch`:
+            its contrast scaled, inverted or noised); 0 draws nothing extra from the generator.
     """
 
     def __init__(
@@ -154,6 +156,7 @@ class AnomalySynthesizer:
         min_changed: float = 0.1,
         min_foreground: float = 0.5,
         max_tries: int = 10,
+        jitter: float = 0.0,
     ) -> None:
         self.images = _check_pool(images)
         if object_type not in OBJECT_TYPES:
@@ -174,6 +177,9 @@ class AnomalySynthesizer:
         self.min_changed = min_changed
         self.min_foreground = min_foreground
         self.max_tries = max_tries
+        if not 0.0 <= jitter <= 1.0:
+            raise ValueError(f"jitter={jitter} must be a probability in [0, 1]")
+        self.jitter = jitter
         if object_type == "auto":
             object_type = "texture" if is_texture(self.images) else "object"
         self.object_type = object_type
@@ -196,6 +202,7 @@ class AnomalySynthesizer:
             min_size=config.min_size,
             max_size=config.max_size,
             blend=config.blend,
+            jitter=config.jitter,
         )
 
     def __call__(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -237,6 +244,8 @@ class AnomalySynthesizer:
         dh = int(np.clip(round(h * scale), _MIN_SIDE, height))
         dw = int(np.clip(round(w * scale), _MIN_SIDE, width))
         patch = cv2.resize(self.images[source][sy : sy + h, sx : sx + w], (dw, dh))
+        if self.jitter and rng.random() < self.jitter:
+            patch = jitter_patch(patch, rng)
         dy, dx = self._place(index, dh, dw, rng)
         flag = _CLONE_FLAGS[int(rng.integers(len(_CLONE_FLAGS)))]
         blend = np.ones((dh, dw), bool)
@@ -269,6 +278,22 @@ class AnomalySynthesizer:
         centres = self._centres[image]
         cy, cx = divmod(int(centres[rng.integers(centres.size)]), width)
         return int(np.clip(cy - h // 2, 0, height - h)), int(np.clip(cx - w // 2, 0, width - w))
+
+
+def jitter_patch(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A defect-like version of an (h, w, 3) uint8 patch, one of three at random: its contrast
+    about its mean scaled by 2-4x or 0.1-0.4x, its intensities inverted, or Gaussian noise (sigma
+    20-50) added. Poisson blending keeps gradients, not offsets, so each changes gradients."""
+    x = patch.astype(np.float32)
+    kind = int(rng.integers(3))
+    if kind == 0:
+        gain = rng.uniform(2.0, 4.0) if rng.random() < 0.5 else rng.uniform(0.1, 0.4)
+        x = (x - x.mean()) * gain + x.mean()
+    elif kind == 1:
+        x = 255.0 - x
+    else:
+        x = x + rng.normal(0.0, rng.uniform(20.0, 50.0), size=x.shape[:2])[..., None]
+    return np.clip(x, 0, 255).astype(np.uint8)
 
 
 def _check_pool(images: Sequence[np.ndarray]) -> list[np.ndarray]:
