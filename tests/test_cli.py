@@ -177,11 +177,11 @@ def test_every_config_field_is_a_flag_and_print_config_shows_the_merge(
     from siamese_ad.cli import build_parser
 
     flags = ["--out", "x", "--print-config", "--train.epochs", "7"]
-    flags += ["--model.teacher_stages", "[2, 4]", "--contrastive.form", "aligned"]
+    flags += ["--model.teacher_stages", "[2, 4]", "--contrastive.form", "triplet"]
     assert main(["train", *flags]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["train"]["epochs"] == 7 and printed["model"]["teacher_stages"] == [2, 4]
-    assert printed["contrastive"]["form"] == "aligned"
+    assert printed["contrastive"]["form"] == "triplet"
     assert printed["model"]["backbone"] == "efficientnet_lite0"  # the cpu preset underneath
     help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
     assert all(f"--{s}.{k}" in help_text for s, k in Config.field_names() if k != "root")

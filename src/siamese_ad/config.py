@@ -167,7 +167,7 @@ class ContrastiveConfig:
     # triplet: (N, N_aug, A) with eq. 6 on pooled features, A any pool image; aligned: A is the
     # synthetic anomaly of N itself, the student restores T(N) from A (denoising, weight
     # lambda_denoise) and eq. 6 holds per pixel inside A's mask (the anomaly map's margin)
-    form: str = "triplet"
+    form: str = "aligned"
     lambda_denoise: float = 1.0
 
     def validate(self) -> None:

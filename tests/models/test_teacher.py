@@ -148,7 +148,7 @@ def test_lite0_teacher_converts_imagenet_input_to_tf_range(lite0_imagenet: Teach
     adapted = lite0_imagenet.stem.adapt(imagenet_normalize(grey))
     assert torch.allclose(adapted, torch.zeros_like(adapted), atol=1e-5)
     feats = lite0_imagenet(imagenet_normalize(torch.rand(1, 3, 64, 64)))
-    assert [f.shape[1] for f in feats] == [24, 40, 112]
+    assert [f.shape[1] for f in feats] == [40, 112, 192]  # the default stages 2, 4, 5
     assert all(torch.isfinite(f).all() and f.std() > 1e-2 for f in feats)
 
 
@@ -176,7 +176,7 @@ def test_lite0_teacher_stages_are_the_classifier_blocks(lite0_imagenet: Teacher)
         h = net.stem((x - lite.TF_LITE_MEAN) / lite.TF_LITE_STD)
         for block in net._blocks[: lite.block_ends()[4]]:
             h = block(h)
-    assert torch.allclose(lite0_imagenet(imagenet_normalize(x))[2], h, atol=1e-4)
+    assert torch.allclose(lite0_imagenet(imagenet_normalize(x))[1], h, atol=1e-4)
 
 
 def test_teacher_stages_choose_what_the_teacher_returns() -> None:
@@ -195,3 +195,13 @@ def test_teacher_stages_choose_what_the_teacher_returns() -> None:
 def test_bad_teacher_stages_are_refused_by_name(stages: tuple[int, ...]) -> None:
     with pytest.raises(ValueError, match="teacher_stages"):
         build_teacher("efficientnet_lite0", weights="none", stages=stages)
+
+
+def test_checkpoint_configs_from_before_teacher_stages_keep_their_stages() -> None:
+    from siamese_ad.training.checkpoint import with_legacy_stages
+
+    old = {"model": {"backbone": "efficientnet_lite0"}, "train": {}}
+    assert with_legacy_stages(old)["model"]["teacher_stages"] == [1, 2, 4]
+    assert with_legacy_stages({"model": {"backbone": "resnet18"}})["model"]["teacher_stages"] == []
+    new = {"model": {"backbone": "efficientnet_lite0", "teacher_stages": [2, 4]}}
+    assert with_legacy_stages(new) is new

@@ -104,13 +104,14 @@ def test_validation_set_and_metrics(
         assert all(0.0 <= v <= 1.0 for v in metrics.values())
 
 
-def test_aligned_form_trains_and_logs_validation(
-    tiny_category: Path, make_config: Callable[[Path], Config], tmp_path: Path
+@pytest.mark.parametrize("form", ["aligned", "triplet"])
+def test_both_stage1_forms_train(
+    form: str, tiny_category: Path, make_config: Callable[[Path], Config], tmp_path: Path
 ) -> None:
     cfg = make_config(tiny_category)
-    cfg.contrastive.form = "aligned"
+    cfg.contrastive.form = form
     cfg.data.validation_fraction = 0.0
-    path = train(cfg, tmp_path / "aligned")
+    path = train(cfg, tmp_path / form)
     history = read_checkpoint(path)["state"]["history"]
     assert [h["stage"] for h in history] == ["stage1", "stage2"]
     assert all(np.isfinite(h["loss"]) for h in history)

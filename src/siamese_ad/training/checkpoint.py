@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from siamese_ad.config import Config, ConfigError
+from siamese_ad.models.teacher import TEACHERS
 from siamese_ad.models.unet import TeacherStudentUNet, build_unet
 from siamese_ad.training.errors import CheckpointError
 
@@ -96,6 +97,17 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
+def with_legacy_stages(raw: dict[str, Any]) -> dict[str, Any]:
+    """A saved config from before `model.teacher_stages` existed names the stages its teacher
+    had then (the backbone's legacy default); newer configs are returned as they are."""
+    model = raw.get("model") if isinstance(raw, dict) else None
+    if not isinstance(model, dict) or "teacher_stages" in model:
+        return raw
+    spec = TEACHERS.get(model.get("backbone", ""))
+    legacy = spec.legacy_stages if spec is not None else None
+    return {**raw, "model": {**model, "teacher_stages": list(legacy or ())}}
+
+
 def load_model(
     payload: dict[str, Any], path: Path, expect: Config | None = None, weights: str | None = None
 ) -> tuple[TeacherStudentUNet, Config]:
@@ -108,7 +120,7 @@ def load_model(
         weights: overrides where the teacher's weights come from.
     """
     try:
-        cfg = Config.from_dict(payload["config"])
+        cfg = Config.from_dict(with_legacy_stages(payload["config"]))
     except ConfigError as err:
         raise CheckpointError(f"{path} holds an invalid config: {err}") from err
     if expect is not None and expect.model_signature() != payload["signature"]:

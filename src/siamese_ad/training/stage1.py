@@ -83,16 +83,17 @@ def masked_margin_loss(
     """Eq. 6 per pixel inside the synthetic masks: the anomaly map of A must exceed that of its
     clean image N at the same pixel by `margin`.
 
-    (1/n) sum_i mean over masked pixels of max(cos(T_i(A), S_i(A)) - cos(T_i(N), S_i(N)) + m, 0).
-    Features (B, C_i, H_i, W_i); masks (B, H_i, W_i) in {0, 1}. A stage without a masked pixel
-    adds 0.
+    (1/n) sum_i mean_b [mean over b's masked pixels of
+    max(cos(T_i(A), S_i(A)) - cos(T_i(N), S_i(N)) + m, 0)]. Features (B, C_i, H_i, W_i); masks
+    (B, H_i, W_i) in {0, 1}; an image without a masked pixel at a stage adds 0 there. A mean over
+    images, so the loss of a batch split over processes averages back exactly.
     """
     terms = []
     for ta, sa, tn, sn, m in zip(teacher_a, student_a, teacher_n, student_n, masks, strict=True):
         cos_a = F.cosine_similarity(ta.float(), sa.float(), dim=1)
         cos_n = F.cosine_similarity(tn.float(), sn.float(), dim=1)
-        hinge = F.relu(cos_a - cos_n + margin)
-        terms.append((hinge * m).sum() / m.sum().clamp_min(1.0))
+        hinge = F.relu(cos_a - cos_n + margin) * m
+        terms.append((hinge.flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1.0)).mean())
     return torch.stack(terms).mean()
 
 

@@ -16,6 +16,7 @@ from siamese_ad.data.modality import image_loader
 from siamese_ad.data.sample import Sample
 from siamese_ad.data.splits import make_split
 from siamese_ad.data.synthesis import AnomalySynthesizer
+from siamese_ad.models.teacher import resolve_stages
 from siamese_ad.models.unet import TeacherStudentUNet, build_unet
 from siamese_ad.training import distributed
 from siamese_ad.training.checkpoint import (
@@ -229,7 +230,8 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False) -> Path:
     data.modality "rgbd" an RGB and a depth model are trained in out_dir/rgb and out_dir/depth
     (training/multimodal.py) and the returned path is the run's rgbd.json.
     """
-    cfg.validate()
+    stages = resolve_stages(cfg.model.backbone, cfg.validate().model.teacher_stages)
+    cfg = cfg.merged({"model": {"teacher_stages": list(stages)}})  # saved explicitly
     if cfg.data.modality == "rgbd":
         from siamese_ad.training.multimodal import RGBD_MANIFEST, train_rgbd
 
