@@ -3,7 +3,8 @@
 Scored after every epoch, it shows how training progresses without touching the test split, so
 schedules and settings can be chosen from it (METHOD.md: choices are settled on training and
 validation data). The anomalies are made once, seeded, from the validation images alone (a patch
-of one validation image blended into another), so nothing here was ever trained on.
+of one validation image blended into another) with the default synthesis settings, so nothing
+here was ever trained on and runs that differ in their synthesis are measured alike.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from siamese_ad.config import Config
+from siamese_ad.config import Config, SynthesisConfig
 from siamese_ad.data.synthesis import AnomalySynthesizer
 from siamese_ad.metrics import image_auroc, pixel_auroc
 from siamese_ad.models.unet import TeacherStudentUNet
@@ -44,7 +45,8 @@ def make_validation_set(normals: Tensor, cfg: Config) -> ValidationSet | None:
     if len(normals) < MIN_VALIDATION:
         return None
     arrays = [img.permute(1, 2, 0).numpy() for img in normals]
-    synth = AnomalySynthesizer.from_config(arrays, cfg.synthesis, cfg.data.object_type)
+    # the default synthesis, not the run's: one yardstick for runs that differ in synthesis
+    synth = AnomalySynthesizer.from_config(arrays, SynthesisConfig(), cfg.data.object_type)
     rng = np.random.default_rng(cfg.train.seed * 1_000_003 + STAGE_SALT["validation"])
     made = [synth(i, rng) for i in range(len(arrays))]
     anomalies = torch.stack([torch.from_numpy(image).permute(2, 0, 1) for image, _ in made])
