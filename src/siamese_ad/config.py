@@ -369,6 +369,7 @@ def cpu_preset() -> Config:
     cfg.train.epochs = 10
     cfg.train.batch_size = 16
     cfg.train.bf16 = True
+    cfg.train.lr_schedule = "cosine"  # docs/ablations.md: the validation signal's choice
     cfg.deviation.epochs = 3
     return cfg.validate()
 
