@@ -8,7 +8,10 @@ out=${2:?output folder}
 e1=${3:-4}
 e2=${4:-2}
 bin=${SIAMESE_AD:-.venv/bin/siamese-ad}
+# EXTRA: more flags for every row, e.g. EXTRA="--model.teacher_stages [1,2,4]" (word-split)
 common=(--data "$data" --preset cpu --image-size 256 --seed 0 --epochs "$e1" --deviation-epochs "$e2")
+# shellcheck disable=SC2206
+common+=(${EXTRA:-})
 run() {
   local name=$1; shift
   if [ ! -f "$out/$name/eval/metrics.json" ]; then
