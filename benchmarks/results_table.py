@@ -4,6 +4,7 @@ issue-10 targets checked per category.
 
 Usage:
     python benchmarks/results_table.py --ours runs/bench/main/results.json \\
+        runs/bench/fewshot/results.json runs/bench/real2/results.json \\
         --basic runs/bench/basic/results.json --peers runs/peers.json
 """
 
@@ -70,7 +71,7 @@ def targets(ours: dict[str, Any], basic: dict[str, Any] | None, pc: dict[str, An
 
 
 def main(args: argparse.Namespace) -> None:
-    ours_rows = json.loads(Path(args.ours).read_text())
+    ours_rows = [row for path in args.ours for row in json.loads(Path(path).read_text())]
     basic_rows = json.loads(Path(args.basic).read_text()) if args.basic else []
     peers = json.loads(Path(args.peers).read_text())["results"] if args.peers else []
     categories = sorted({r["category"] for r in ours_rows if r["category"] != "mean"})
@@ -113,7 +114,9 @@ def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ours", required=True, help="results.json of the main benchmark")
+    parser.add_argument(
+        "--ours", required=True, nargs="+", help="results.json of the benchmarks (setups)"
+    )
     parser.add_argument("--basic", help="results.json of the time-matched basic-block benchmark")
     parser.add_argument("--peers", help="JSON written by benchmarks/peers.py")
     main(parser.parse_args())
