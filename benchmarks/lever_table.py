@@ -26,8 +26,11 @@ def validation_signal(history: list[dict]) -> tuple[float | None, float | None]:
     key = key or "val_image_auroc_max"
     images = [h[key] for h in last if key in h]
     pixels = [h["val_pixel_auroc"] for h in last if "val_pixel_auroc" in h]
-    mean = (lambda v: sum(v) / len(v) if v else None)  # noqa: E731
-    return mean(images), mean(pixels)
+    return _mean(images), _mean(pixels)
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
 def pct(value: float | None) -> str:
