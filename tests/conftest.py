@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,29 @@ def tiny_config(tiny_category: Path) -> Config:
 def make_config() -> Callable[[Path | str], Config]:
     """The tiny-config builder, for module-scoped fixtures (which cannot use `tiny_config`)."""
     return make_tiny_config
+
+
+@dataclass(frozen=True)
+class TinyRun:
+    """A trained tiny run folder and where its training data went after training."""
+
+    run: Path
+    data: Path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_category: Path, tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
+    """A tiny model trained on a copy of `tiny_category`; the copy is then moved away, so the
+    run's data.root no longer exists (a machine without the training data).
+
+    Shared by the session: tests must not write into either folder (copy them first).
+    """
+    from siamese_ad.training.trainer import train
+
+    tmp = tmp_path_factory.mktemp("tiny_run")
+    trained_on = shutil.copytree(tiny_category, tmp / "trained_on" / tiny_category.name)
+    train(make_tiny_config(trained_on), tmp / "run")
+    moved = tmp / "moved" / tiny_category.name
+    moved.parent.mkdir()
+    shutil.move(trained_on, moved)
+    return TinyRun(tmp / "run", moved)

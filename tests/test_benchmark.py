@@ -67,7 +67,7 @@ def test_few_shot_cell_trained_on_four_images_and_kept_validation_apart(bench) -
     assert len(manifest["train"]) == 4 and len(manifest["validation"]) == 1
     assert not set(manifest["validation"]) & set(manifest["train"])
     extra = read_checkpoint(out / "metal" / "4shot" / "checkpoint.pt")["extra"]
-    assert extra["thresholds"]["n_normal"] == 1  # calibrated on validation during evaluate
+    assert extra["thresholds"]["n_normal"] == 1  # chosen on validation at the end of train
 
 
 class _Cells(HTMLParser):

@@ -17,10 +17,10 @@ from PIL import Image
 from siamese_ad.data.dataset import ImageSet
 from siamese_ad.data.sample import Sample
 from siamese_ad.evaluation.inference import Inference
-from siamese_ad.evaluation.thresholds import Thresholds
 from siamese_ad.reporting.heatmaps import save_pngs
 from siamese_ad.reporting.html import fmt, gallery_order
 from siamese_ad.reporting.report import METRIC_COLUMNS, write_benchmark_report, write_eval_report
+from siamese_ad.thresholds import Thresholds
 
 SIZE = 16
 

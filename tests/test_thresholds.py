@@ -10,7 +10,7 @@ import pytest
 from siamese_ad.config import Config, ConfigError
 from siamese_ad.data.sample import CategoryData, DataError, Sample
 from siamese_ad.data.splits import hold_out_validation, make_split
-from siamese_ad.evaluation.thresholds import (
+from siamese_ad.thresholds import (
     Thresholds,
     choose_thresholds,
     f1_threshold,

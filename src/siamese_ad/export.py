@@ -2,7 +2,8 @@
 
 The graph holds everything `AnomalyScorer` does in float32 (teacher, bottleneck, student, eq. 2
 map, Gaussian blur, the configured image score with its deviation standardisation) and, when the
-checkpoint's `extra["thresholds"]` holds them, the image and pixel decisions. Inputs are fixed at
+checkpoint holds them (train stores them in its `extra["thresholds"]`), the image and pixel
+decisions. Inputs are fixed at
 the checkpoint's image size S (EfficientNet-Lite's TF-SAME padding is resolved at that size);
 the batch size is dynamic. A JSON file beside the model says how to feed and read it.
 """
@@ -10,7 +11,6 @@ the batch size is dynamic. A JSON file beside the model says how to feed and rea
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 import warnings
@@ -23,18 +23,18 @@ import torch
 from torch import Tensor, nn
 
 from siamese_ad.scoring import AnomalyScorer
+from siamese_ad.thresholds import EXTRA_KEY, LOGIT_AT_CENTRE
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth", ".ts")}
 INPUT_NAME = "images"
 OPSET = 17
 EXAMPLE_BATCH = 2
-LOGIT_AT_CENTRE = math.log(9.0)  # as evaluation/thresholds.py: n(centre) = 0.1
 
 
 @dataclass(frozen=True)
 class Decision:
-    """Validation thresholds baked into the graph (evaluation/thresholds.py, same rules).
+    """Validation thresholds baked into the graph (siamese_ad/thresholds.py, same rules).
 
     Attributes:
         image: an image is anomalous when its score > image.
@@ -55,7 +55,7 @@ def decision_from(thresholds: Mapping[str, Any] | None) -> Decision | None:
         return None
     missing = [k for k in ("image", "pixel", "spread") if k not in thresholds]
     if missing:
-        raise ValueError(f"checkpoint thresholds lack {missing}; recalibrate them (evaluate)")
+        raise ValueError(f"checkpoint thresholds lack {missing}; retrain to recalibrate them")
     return Decision(
         float(thresholds["image"]), float(thresholds["pixel"]), float(thresholds["spread"])
     )
@@ -173,12 +173,13 @@ def _export_torchscript(module: nn.Module, example: Tensor, path: Path) -> None:
 def build_exportable(
     checkpoint: str | Path, weights: str | None = None
 ) -> tuple[ExportedScorer, dict[str, Any]]:
-    """Loads a checkpoint on the CPU in float32 eval mode; returns the module and its metadata."""
+    """Loads a checkpoint (run folder or checkpoint.pt, only read) on the CPU in float32 eval
+    mode; returns the module and its metadata."""
     from siamese_ad.evaluation.inference import Detector
 
     detector = Detector.load(checkpoint, device="cpu", weights=weights)
     scorer = detector.scorer.to(memory_format=torch.contiguous_format).float().eval()
-    thresholds = detector.payload.get("extra", {}).get("thresholds")
+    thresholds = (detector.payload.get("extra") or {}).get(EXTRA_KEY)
     decision = decision_from(thresholds)
     module = ExportedScorer(scorer, decision).eval()
     cfg = detector.cfg
@@ -207,7 +208,7 @@ def export_model(
     """Writes the detector of `checkpoint` as one ONNX or TorchScript graph, plus metadata.
 
     Args:
-        checkpoint: checkpoint.pt written by train.
+        checkpoint: checkpoint.pt written by train, or its run folder (only read).
         out_path: the model file to write; its metadata goes to out_path with suffix .json.
         fmt: "onnx" or "torchscript".
         weights: overrides where the teacher's weights come from (as Detector.load).

@@ -19,7 +19,8 @@ from siamese_ad.data.modality import image_loader
 from siamese_ad.data.sample import DataError
 from siamese_ad.data.splits import SplitManifest, exclude_trained
 from siamese_ad.evaluation.inference import Detector, Inference
-from siamese_ad.evaluation.thresholds import Thresholds, thresholds_for
+from siamese_ad.evaluation.thresholds import Thresholds, validation_thresholds
+from siamese_ad.training.checkpoint import CHECKPOINT
 
 # The metrics a run reports, with their column titles in tables.
 METRIC_COLUMNS = (
@@ -141,14 +142,13 @@ def evaluate(
     """Scores the test split of the checkpoint's category (or `data_root`) and writes
     metrics.json, scores.csv and, when `heatmaps`, one PNG panel per test image under heatmaps/.
 
-    `checkpoint` is a checkpoint.pt or a run folder (train's --out). An rgbd run (its folder or
-    its rgbd.json) is scored by both branches, fused (evaluation/fusion.py). `compile` runs
-    the scorer through torch.compile (evaluation/inference.py's Detector).
+    `checkpoint` is a checkpoint.pt or a run folder (train's --out), only read. An rgbd run (its
+    folder or its rgbd.json) is scored by both branches, fused (evaluation/fusion.py). `compile`
+    runs the scorer through torch.compile (evaluation/inference.py's Detector).
     """
     from siamese_ad.reporting.heatmaps import write_panels
     from siamese_ad.reporting.report import write_eval_report
     from siamese_ad.training.multimodal import find_rgbd_manifest
-    from siamese_ad.training.trainer import CHECKPOINT
 
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     rgbd = find_rgbd_manifest(checkpoint)
@@ -175,7 +175,7 @@ def evaluate(
     )
     result["checkpoint"] = checkpoint.as_posix()
     result["data"] = root.as_posix()
-    thresholds = _thresholds_or_none(checkpoint, detector, root, batch_size)
+    thresholds = _thresholds_or_none(detector, checkpoint.parent, root, batch_size)
     result["thresholds"] = None if thresholds is None else thresholds.to_dict()
     write_scores_csv(out_dir / "scores.csv", images, inference)
     panels = write_panels(out_dir / "heatmaps", images, inference.maps) if heatmaps else None
@@ -185,12 +185,16 @@ def evaluate(
 
 
 def _thresholds_or_none(
-    checkpoint: Path, detector: Detector, root: Path, batch_size: int | None
+    detector: Detector, run_dir: Path, root: Path, batch_size: int | None
 ) -> Thresholds | None:
-    """The checkpoint's validation thresholds (calibrated now when missing), None without
-    validation images (data.validation_fraction 0 on a data set with no validation split)."""
+    """The thresholds train stored in the checkpoint. A run trained before train stored them
+    gets them chosen now on its validation images, for this report only (never saved); None
+    without validation images (data.validation_fraction 0 on a data set with no validation split).
+    """
+    if detector.thresholds is not None:
+        return detector.thresholds
     try:
-        return thresholds_for(checkpoint, detector, root, batch_size)
+        return validation_thresholds(detector, run_dir, root, batch_size)
     except DataError as err:
         warnings.warn(f"no decision thresholds: {err}", stacklevel=2)
         return None

@@ -33,7 +33,8 @@ from siamese_ad.evaluation.evaluate import (
     write_scores_csv,
 )
 from siamese_ad.evaluation.inference import Detector, Inference
-from siamese_ad.evaluation.thresholds import Thresholds, choose_thresholds, validation_samples
+from siamese_ad.evaluation.thresholds import validation_samples
+from siamese_ad.thresholds import Thresholds, choose_thresholds
 from siamese_ad.training.multimodal import read_rgbd_manifest
 
 STD_FLOOR = 1e-6

@@ -16,7 +16,8 @@ from siamese_ad.config import Config
 from siamese_ad.models.folding import fold_checked
 from siamese_ad.models.unet import TeacherStudentUNet
 from siamese_ad.scoring import AnomalyOutput, AnomalyScorer
-from siamese_ad.training.checkpoint import load_model, read_checkpoint
+from siamese_ad.thresholds import Thresholds, stored_thresholds
+from siamese_ad.training.checkpoint import CHECKPOINT, load_model, read_checkpoint
 from siamese_ad.training.loop import autocast, select_device, to_device
 
 
@@ -68,9 +69,19 @@ class Detector:
         weights: str | None = None,
         compile: bool = False,
     ) -> Detector:
-        """Loads a checkpoint (weights_only=True) onto `device` in eval mode."""
-        payload = read_checkpoint(checkpoint)
-        model, cfg = load_model(payload, Path(checkpoint), weights=weights)
+        """Loads a checkpoint (weights_only=True) onto `device` in eval mode; only reads it.
+
+        Args:
+            checkpoint: train's run folder (--out) or its checkpoint.pt.
+            device: auto, cpu, cuda or cuda:N.
+            weights: overrides where the teacher's weights come from.
+            compile: score through torch.compile (class doc).
+        """
+        path = Path(checkpoint)
+        payload = read_checkpoint(path)
+        model, cfg = load_model(
+            payload, path / CHECKPOINT if path.is_dir() else path, weights=weights
+        )
         return cls.from_model(model, cfg, select_device(device), payload, compile=compile)
 
     @classmethod
@@ -94,6 +105,12 @@ class Detector:
             model = model.to(memory_format=torch.channels_last)
         scorer = AnomalyScorer(model, cfg.scoring, cfg.deviation.topk).to(device).eval()
         return cls(scorer, cfg, payload, device, compile=compile)
+
+    @property
+    def thresholds(self) -> Thresholds | None:
+        """The decision thresholds train stored in the checkpoint; None for a run without
+        validation images, or one trained before train stored them."""
+        return stored_thresholds(self.payload)
 
     def _score(self, x: torch.Tensor) -> AnomalyOutput:
         """One batch through the scorer: compiled when asked for and possible, else eager."""

@@ -9,9 +9,8 @@ import numpy as np
 
 from siamese_ad.data.dataset import load_images
 from siamese_ad.data.decode import collect_images
-from siamese_ad.data.sample import DataError, Sample
+from siamese_ad.data.sample import Sample
 from siamese_ad.evaluation.inference import Detector
-from siamese_ad.evaluation.thresholds import thresholds_for
 from siamese_ad.reporting.predictions import mask_paths, write_masks, write_predictions
 
 __all__ = ["collect_images", "predict"]
@@ -27,20 +26,25 @@ def predict(
 ) -> list[dict]:
     """Writes scores.csv and one heat-map PNG per image under out_dir/heatmaps; returns the rows.
 
-    With the checkpoint's validation thresholds (evaluation/thresholds.py, calibrated now when
-    missing) each row also holds `anomalous` (score > image threshold), `normalised_score` (in
-    (0, 1), 0.5 at the threshold) and `mask`: heatmaps/NNNNN_<stem>_mask.png, 255 where the map
-    > pixel threshold, at the model's input size. Without validation images these are left out.
+    `checkpoint` is train's run folder or its checkpoint.pt, only read; the training data is not
+    needed. With the thresholds train stored in it (siamese_ad/thresholds.py) each row also holds
+    `anomalous` (score > image threshold), `normalised_score` (in (0, 1), 0.5 at the threshold)
+    and `mask`: heatmaps/NNNNN_<stem>_mask.png, 255 where the map > pixel threshold, at the
+    model's input size. A checkpoint without thresholds (no validation images, or trained before
+    train stored them) gives scores only, with a warning.
     """
     detector = Detector.load(checkpoint, device, compile=compile)
     paths = collect_images(inputs)
     images = load_images([Sample(p, 0) for p in paths], detector.cfg.data.image_size, desc="images")
     inference = detector.run(images.images, batch_size)
     pictures = images.images.permute(0, 2, 3, 1).numpy()
-    try:
-        thresholds = thresholds_for(checkpoint, detector, batch_size=batch_size)
-    except DataError as err:
-        warnings.warn(f"no decision thresholds, scores only: {err}", stacklevel=2)
+    thresholds = detector.thresholds
+    if thresholds is None:
+        warnings.warn(
+            f"{checkpoint} holds no decision thresholds (trained without validation images, or "
+            "before train stored them): scores only; retrain for decisions",
+            stacklevel=2,
+        )
         return write_predictions(out_dir, paths, pictures, inference.maps, inference.scores)
     masks = mask_paths(out_dir, paths)
     extra = {
@@ -49,5 +53,5 @@ def predict(
         "mask": np.array([m.as_posix() for m in masks]),
     }
     rows = write_predictions(out_dir, paths, pictures, inference.maps, inference.scores, extra)
-    write_masks(masks, inference.maps > thresholds.pixel)
+    write_masks(masks, thresholds.mask(inference.maps))
     return rows

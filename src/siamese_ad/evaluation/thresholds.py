@@ -1,156 +1,22 @@
-"""Decision thresholds chosen on validation images only, never on the test set.
+"""Thresholds at evaluation: read from the checkpoint, or chosen in memory for an old run.
 
-Image and pixel thresholds are F1-optimal where the validation images include anomalies (and,
-for pixels, their masks), else the `scoring.threshold_quantile` quantile of the normal validation
-scores (pixels). An image (pixel) is anomalous when its score is strictly above the threshold.
-
-Normalised score: a logistic map of the raw score s,
-
-    n(s) = 1 / (1 + exp(-ln(9) * (s - t) / (t - c)))
-
-with t the image threshold and c the median normal validation score: n(c) = 0.1, n(t) = 0.5
-exactly, n(t + (t - c)) = 0.9, strictly increasing, always in (0, 1). When t <= c (degenerate
-validation scores) the spread t - c is replaced by the normal scores' standard deviation, or 1.
+`train` chooses the decision thresholds on the held-out validation images and stores them in the
+checkpoint (siamese_ad/thresholds.py holds the rules). A checkpoint trained before that holds
+none; `evaluate` then chooses them the same way for its own report and never saves them.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-from scipy.special import expit
-
-from siamese_ad import metrics
 from siamese_ad.data.dataset import load_images, read_category
 from siamese_ad.data.modality import image_loader
 from siamese_ad.data.sample import DataError, Sample
 from siamese_ad.data.splits import SplitManifest, relative_key
 from siamese_ad.evaluation.inference import Detector
-from siamese_ad.training.checkpoint import atomic_save, read_checkpoint
+from siamese_ad.thresholds import Thresholds, choose_thresholds
 
-EXTRA_KEY = "thresholds"
-_LOGIT_AT_CENTRE = float(np.log(9.0))  # n(centre) = 0.1
-
-
-@dataclass
-class Thresholds:
-    """Image and pixel decision thresholds and what they were chosen from.
-
-    Attributes:
-        image: an image is anomalous when its score > image.
-        pixel: a pixel is anomalous when its map value > pixel.
-        centre: median image score of the normal validation images (anchor of `normalise`).
-        spread: the scale of `normalise`, image - centre when positive.
-        image_method, pixel_method: "f1" or "quantile".
-        quantile: the quantile used by the "quantile" method.
-        n_normal, n_anomalous: validation images behind the choice.
-    """
-
-    image: float
-    pixel: float
-    centre: float
-    spread: float
-    image_method: str
-    pixel_method: str
-    quantile: float
-    n_normal: int
-    n_anomalous: int
-
-    def normalise(self, scores: np.ndarray) -> np.ndarray:
-        """(N,) raw image scores -> (N,) in (0, 1), exactly 0.5 at the threshold (module doc)."""
-        z = (np.asarray(scores, dtype=np.float64) - self.image) / self.spread
-        return expit(_LOGIT_AT_CENTRE * z)
-
-    def decide(self, scores: np.ndarray) -> np.ndarray:
-        """(N,) raw image scores -> (N,) bool, True = anomalous."""
-        return np.asarray(scores) > self.image
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> Thresholds:
-        return cls(**raw)
-
-
-def f1_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
-    """The F1-optimal cut for the rule `score > cut`: midway between the F1-max threshold and the
-    next lower distinct score (or just below it when it is the lowest score).
-
-    Args:
-        scores: (N,) scores; labels: (N,) 0/1 with at least one 1.
-    """
-    _, best = metrics.f1_max(scores, labels)
-    lower = scores[scores < best]
-    if lower.size == 0:
-        return float(np.nextafter(best, -np.inf))
-    return float((best + lower.max()) / 2.0)
-
-
-def select_threshold(scores: np.ndarray, labels: np.ndarray, quantile: float) -> tuple[float, str]:
-    """F1-optimal when both classes are present, else the `quantile` of the normal scores.
-
-    Args:
-        scores: (N,) scores (images, or flattened pixels).
-        labels: (N,) 0/1.
-
-    Returns:
-        (threshold, method) with method "f1" or "quantile".
-    """
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    labels = np.asarray(labels).ravel().astype(bool)
-    if labels.any() and not labels.all():
-        return f1_threshold(scores, labels), "f1"
-    normal = scores[~labels]
-    if normal.size == 0:
-        raise ValueError("no normal score to take a quantile of; validation needs normal images")
-    return float(np.quantile(normal, quantile)), "quantile"
-
-
-def _spread(threshold: float, centre: float, normal: np.ndarray) -> float:
-    if threshold > centre:
-        return threshold - centre
-    std = float(np.std(normal))
-    return std if std > 0 else 1.0
-
-
-def choose_thresholds(
-    scores: np.ndarray,
-    labels: np.ndarray,
-    maps: np.ndarray,
-    masks: np.ndarray,
-    has_mask: np.ndarray,
-    quantile: float,
-) -> Thresholds:
-    """Image and pixel thresholds from validation outputs.
-
-    Args:
-        scores: (N,) image scores; labels: (N,) 0/1.
-        maps: (N, H, W) anomaly maps; masks: (N, H, W) bool ground truth.
-        has_mask: (N,) bool, True where the pixel truth is known.
-        quantile: used where a class is missing (module doc).
-    """
-    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels).astype(bool)
-    if (~labels).sum() == 0:
-        raise DataError("validation holds no normal image; thresholds need normal images")
-    image, image_method = select_threshold(scores, labels, quantile)
-    known = np.asarray(has_mask, dtype=bool)
-    pixel, pixel_method = select_threshold(maps[known], masks[known], quantile)
-    normal = scores[~labels]
-    centre = float(np.median(normal))
-    return Thresholds(
-        image=image,
-        pixel=pixel,
-        centre=centre,
-        spread=_spread(image, centre, normal),
-        image_method=image_method,
-        pixel_method=pixel_method,
-        quantile=quantile,
-        n_normal=int((~labels).sum()),
-        n_anomalous=int(labels.sum()),
-    )
+__all__ = ["Thresholds", "choose_thresholds", "validation_samples", "validation_thresholds"]
 
 
 def validation_samples(detector: Detector, data_root: str | Path | None = None) -> list[Sample]:
@@ -168,23 +34,26 @@ def validation_samples(detector: Detector, data_root: str | Path | None = None) 
     return found
 
 
-def calibrate(
-    checkpoint: str | Path,
+def validation_thresholds(
+    detector: Detector,
+    run_dir: Path,
     data_root: str | Path | None = None,
-    device: str = "auto",
     batch_size: int | None = None,
-    detector: Detector | None = None,
 ) -> Thresholds:
-    """Scores the validation images, chooses thresholds and stores them in the checkpoint
-    (payload["extra"]["thresholds"], written atomically); returns them."""
-    checkpoint = Path(checkpoint)
-    detector = detector or Detector.load(checkpoint, device)
+    """Thresholds chosen now on the checkpoint's validation images, in memory only.
+
+    Args:
+        run_dir: the checkpoint's folder (where a depth run caches its depth images).
+
+    Raises:
+        DataError: the run lists no validation images, or they are not under the data root.
+    """
     cfg = detector.cfg
     samples = validation_samples(detector, data_root)
-    loader = image_loader(cfg.data, checkpoint.parent)
+    loader = image_loader(cfg.data, run_dir)
     images = load_images(samples, cfg.data.image_size, loader, "validation images")
     out = detector.run(images.images, batch_size)
-    thresholds = choose_thresholds(
+    return choose_thresholds(
         out.scores,
         images.labels.numpy(),
         out.maps,
@@ -192,27 +61,3 @@ def calibrate(
         images.has_mask.numpy(),
         cfg.scoring.threshold_quantile,
     )
-    payload = read_checkpoint(checkpoint)
-    payload.setdefault("extra", {})[EXTRA_KEY] = thresholds.to_dict()
-    atomic_save(payload, checkpoint)
-    detector.payload.setdefault("extra", {})[EXTRA_KEY] = thresholds.to_dict()
-    return thresholds
-
-
-def stored_thresholds(detector: Detector) -> Thresholds | None:
-    """The thresholds saved in the detector's checkpoint, or None before `calibrate`."""
-    raw = (detector.payload.get("extra") or {}).get(EXTRA_KEY)
-    return Thresholds.from_dict(raw) if raw else None
-
-
-def thresholds_for(
-    checkpoint: str | Path,
-    detector: Detector,
-    data_root: str | Path | None = None,
-    batch_size: int | None = None,
-) -> Thresholds:
-    """The stored thresholds, calibrating (and storing) them first when the checkpoint has none."""
-    found = stored_thresholds(detector)
-    if found is not None:
-        return found
-    return calibrate(checkpoint, data_root, batch_size=batch_size, detector=detector)

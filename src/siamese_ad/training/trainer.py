@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,9 @@ from siamese_ad.data.splits import make_split
 from siamese_ad.data.synthesis import AnomalySynthesizer
 from siamese_ad.models.teacher import resolve_stages
 from siamese_ad.models.unet import TeacherStudentUNet, build_unet
+from siamese_ad.thresholds import EXTRA_KEY
 from siamese_ad.training import distributed
+from siamese_ad.training.calibration import calibrate
 from siamese_ad.training.checkpoint import (
     CHECKPOINT,
     CheckpointError,
@@ -139,10 +141,27 @@ class _Run:
     device: torch.device
     validation_set: ValidationSet | None = None
     cache: TeacherCache | None = None
+    validation_images: ImageSet | None = None  # decoded once, when loaded for validation_set
+    extra: dict = field(default_factory=dict)  # the checkpoint's "extra": thresholds at the end
 
     def save(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         if distributed.is_main():
-            save_checkpoint(self.ckpt, self.model, self.cfg, self.state, self.manifest, optimizer)
+            save_checkpoint(
+                self.ckpt, self.model, self.cfg, self.state, self.manifest, optimizer, self.extra
+            )
+
+    def finish(self) -> None:
+        """Marks training done and saves it with the decision thresholds chosen on the held-out
+        validation images (siamese_ad/thresholds.py); a run without them saves none."""
+        self.state.stage = "done"
+        if self.validation and distributed.is_main():
+            images = self.validation_images
+            if images is None:
+                size = self.cfg.data.image_size
+                images = load_images(self.validation, size, self.loader, "validation images")
+            thresholds = calibrate(self.model, images, self.cfg, self.device)
+            self.extra[EXTRA_KEY] = thresholds.to_dict()
+        self.save()
 
     def run(self, stage: str, epochs: int, lr: float, step_type: type, optimizer_state) -> None:
         """Runs the unfinished epochs of `stage` with a fresh (or restored) Adam."""
@@ -220,13 +239,15 @@ def _prepare(cfg: Config, out_dir: Path, resume: bool) -> tuple[_Run, dict | Non
     ):
         held_out = load_images(split.validation, cfg.data.image_size, loader, "validation images")
         run.validation_set = make_validation_set(held_out.images, cfg)
+        run.validation_images = held_out
     return run, optimizer_state
 
 
 def train(cfg: Config, out_dir: str | Path, resume: bool = False) -> Path:
     """Trains one category as `cfg` says; returns the checkpoint path.
 
-    A checkpoint is written after every epoch; `resume=True` continues from it. With
+    A checkpoint is written after every epoch; `resume=True` continues from it. The last one
+    also holds the decision thresholds, chosen on the held-out validation images. With
     data.modality "rgbd" an RGB and a depth model are trained in out_dir/rgb and out_dir/depth
     (training/multimodal.py) and the returned path is the run's rgbd.json.
     """
@@ -242,14 +263,14 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False) -> Path:
     if state.stage == "stage1":
         run.run("stage1", cfg.train.epochs, cfg.train.lr, Stage1Step, optimizer_state)
         state.stage, state.epoch, optimizer_state = "stage2", 0, None
-        if not (cfg.deviation.enabled and cfg.deviation.epochs):
-            state.stage = "done"
-        run.save()
+        if cfg.deviation.enabled and cfg.deviation.epochs:
+            run.save()
+        else:
+            run.finish()
     if state.stage == "stage2":
         if state.epoch == 0:
             reference = _reference_normals(run.validation, run.normals, cfg, run.loader)
             set_statistics(run.model, *normal_statistics(run.model, reference, cfg, run.device))
         run.run("stage2", cfg.deviation.epochs, cfg.deviation.lr, Stage2Step, optimizer_state)
-        state.stage = "done"
-        run.save()
+        run.finish()
     return run.ckpt
