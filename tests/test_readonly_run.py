@@ -13,6 +13,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import TinyRun
@@ -116,7 +117,9 @@ def test_an_old_run_without_thresholds_scores_without_decisions_and_stays_unchan
     with pytest.warns(UserWarning, match="no decision thresholds"):
         rows = predict(old, [images], tmp_path / "pred", device="cpu")
     assert rows and all(set(r) == {"image", "score", "heatmap"} for r in rows)
-    assert Detector.load(old, "cpu").thresholds is None
+    (prediction,) = Detector.load(old, "cpu").predict([next(images.glob("*.png"))])
+    assert prediction.normalised_score is prediction.anomalous is prediction.mask is None
+    assert np.isfinite(prediction.anomaly_map).all()
     result = evaluate(old, tmp_path / "eval", tiny_run.data, device="cpu", heatmaps=False)
     stored = read_checkpoint(tiny_run.run)["extra"][EXTRA_KEY]
     assert result["thresholds"]["image"] == pytest.approx(stored["image"], rel=1e-4)  # in memory

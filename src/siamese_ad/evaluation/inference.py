@@ -1,10 +1,15 @@
-"""Running a trained detector over decoded images, batch by batch, without gradients."""
+"""Running a trained detector over images, batch by batch, without gradients.
+
+`Detector.run` scores decoded (N, 3, S, S) uint8 images; `Detector.predict` and `predict_iter`
+take paths, PIL images or arrays of any size (evaluation/inputs.py) and give one `Prediction`
+each, its map back at the image's size, with the decisions of the thresholds `train` stored.
+"""
 
 from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from siamese_ad.config import Config
+from siamese_ad.evaluation.inputs import ImageInput, batches, resize_map
 from siamese_ad.models.folding import fold_checked
 from siamese_ad.models.unet import TeacherStudentUNet
 from siamese_ad.scoring import AnomalyOutput, AnomalyScorer
@@ -42,6 +48,25 @@ class Inference:
     @property
     def ms_per_image(self) -> float:
         return 1000.0 * self.seconds / max(len(self.scores), 1)
+
+
+@dataclass
+class Prediction:
+    """What the detector says about one image, at the image's original size (H, W).
+
+    Attributes:
+        score: the configured image score (deviation after stage 2, else max of the map).
+        normalised_score: in (0, 1), 0.5 exactly at the image threshold; None without thresholds.
+        anomalous: score > the image threshold; None without thresholds.
+        anomaly_map: (H, W) float32, the map resized bilinearly from the model's input size.
+        mask: (H, W) bool, anomaly_map > the pixel threshold; None without thresholds.
+    """
+
+    score: float
+    normalised_score: float | None
+    anomalous: bool | None
+    anomaly_map: np.ndarray
+    mask: np.ndarray | None
 
 
 @dataclass
@@ -106,12 +131,6 @@ class Detector:
         scorer = AnomalyScorer(model, cfg.scoring, cfg.deviation.topk).to(device).eval()
         return cls(scorer, cfg, payload, device, compile=compile)
 
-    @property
-    def thresholds(self) -> Thresholds | None:
-        """The decision thresholds train stored in the checkpoint; None for a run without
-        validation images, or one trained before train stored them."""
-        return stored_thresholds(self.payload)
-
     def _score(self, x: torch.Tensor) -> AnomalyOutput:
         """One batch through the scorer: compiled when asked for and possible, else eager."""
         if not self.compile:
@@ -130,6 +149,28 @@ class Detector:
             self.compile, self._forward = False, None
             return self.scorer(x)
 
+    @property
+    def thresholds(self) -> Thresholds | None:
+        """The decision thresholds train stored in the checkpoint; None for a run without
+        validation images, or one trained before train stored them."""
+        return stored_thresholds(self.payload)
+
+    def _batch(self, chunk: torch.Tensor, bs: int) -> AnomalyOutput:
+        """(n, 3, S, S) uint8 with n <= bs -> the n images' outputs, on the CPU in float32."""
+        n = len(chunk)
+        if self.compile and n < bs:  # one graph for every batch: pad with the last image
+            chunk = torch.cat([chunk, chunk[-1:].expand(bs - n, *chunk.shape[1:])])
+        x = to_device(chunk, self.device, self.cfg.train.channels_last)
+        with autocast(self.device, self.cfg.train.bf16):
+            out = self._score(x)
+        dev = out.score_deviation
+        return AnomalyOutput(
+            out.map[:n].float().cpu(),
+            out.score[:n].float().cpu(),
+            out.score_max[:n].float().cpu(),
+            None if dev is None else dev[:n].float().cpu(),
+        )
+
     @torch.inference_mode()
     def run(self, images: torch.Tensor, batch_size: int | None = None) -> Inference:
         """(N, 3, S, S) uint8 -> Inference."""
@@ -139,17 +180,12 @@ class Detector:
         maps, scores, smax, sdev = [], [], [], []
         start = time.perf_counter()
         for chunk in tqdm(images.split(bs), desc="scoring", leave=False, unit="batch"):
-            n = len(chunk)
-            if self.compile and n < bs:  # one graph for every batch: pad with the last image
-                chunk = torch.cat([chunk, chunk[-1:].expand(bs - n, *chunk.shape[1:])])
-            x = to_device(chunk, self.device, self.cfg.train.channels_last)
-            with autocast(self.device, self.cfg.train.bf16):
-                out = self._score(x)
-            maps.append(out.map[:n].float().cpu())
-            scores.append(out.score[:n].float().cpu())
-            smax.append(out.score_max[:n].float().cpu())
+            out = self._batch(chunk, bs)
+            maps.append(out.map)
+            scores.append(out.score)
+            smax.append(out.score_max)
             if out.score_deviation is not None:
-                sdev.append(out.score_deviation[:n].float().cpu())
+                sdev.append(out.score_deviation)
         seconds = time.perf_counter() - start
         return Inference(
             maps=torch.cat(maps).numpy(),
@@ -158,3 +194,40 @@ class Detector:
             scores_deviation=torch.cat(sdev).numpy() if sdev else None,
             seconds=seconds,
         )
+
+    def predict_iter(
+        self, images: ImageInput | Iterable[ImageInput], batch_size: int | None = None
+    ) -> Iterator[Prediction]:
+        """Yields one Prediction per image, in order, reading and scoring `batch_size` images
+        at a time: a generator of images is consumed batch by batch, never held whole.
+
+        Args:
+            images: paths, PIL images or arrays ((H, W) or (H, W, 3), uint8 or float in
+                [0, 1]), in any iterable; a single one is one image.
+            batch_size: images per forward pass (default: train.batch_size).
+        """
+        bs = self.cfg.train.batch_size if batch_size is None else batch_size
+        if bs < 1:
+            raise ValueError(f"batch size {bs} must be at least 1")
+        thresholds = self.thresholds
+        for chunk, sizes in batches(images, self.cfg.data.image_size, bs):
+            with torch.inference_mode():
+                out = self._batch(chunk, bs)
+            scores = out.score.numpy()
+            for i, size in enumerate(sizes):
+                yield _prediction(float(scores[i]), resize_map(out.map[i], size), thresholds)
+
+    def predict(
+        self, images: ImageInput | Iterable[ImageInput], batch_size: int | None = None
+    ) -> list[Prediction]:
+        """`predict_iter` collected into a list; for long streams iterate `predict_iter`."""
+        return list(self.predict_iter(images, batch_size))
+
+
+def _prediction(score: float, amap: np.ndarray, thresholds: Thresholds | None) -> Prediction:
+    """One image's Prediction from its score and (H, W) map, with the thresholds' decisions."""
+    if thresholds is None:
+        return Prediction(score, None, None, amap, None)
+    normalised = float(thresholds.normalise(np.array([score]))[0])
+    anomalous = bool(thresholds.decide(np.array([score]))[0])
+    return Prediction(score, normalised, anomalous, amap, thresholds.mask(amap))
