@@ -7,6 +7,8 @@ trainer saves in the checkpoint. Nothing after training writes to it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -18,38 +20,58 @@ from siamese_ad.thresholds import Thresholds, choose_thresholds
 from siamese_ad.training.loop import autocast, to_device
 
 
+@dataclass
+class Scored:
+    """A model's outputs over N images.
+
+    Attributes:
+        maps: (N, S, S) float32 anomaly maps.
+        scores: (N,) the configured image score.
+        maxima: (N,) max of each map.
+        deviations: (N,) deviation scores, or None before stage 2.
+    """
+
+    maps: np.ndarray
+    scores: np.ndarray
+    maxima: np.ndarray
+    deviations: np.ndarray | None
+
+
 @torch.inference_mode()
 def score_images(
     model: TeacherStudentUNet, images: torch.Tensor, cfg: Config, device: torch.device
-) -> tuple[np.ndarray, np.ndarray]:
-    """The trained model's outputs, batch by batch in eval mode.
-
-    Args:
-        images: (N, 3, S, S) uint8.
-
-    Returns:
-        (N, S, S) float32 anomaly maps and (N,) configured image scores.
-    """
+) -> Scored:
+    """The model's outputs on (N, 3, S, S) uint8 images, batch by batch in eval mode."""
     model.eval()
     scorer = AnomalyScorer(model, cfg.scoring, cfg.deviation.topk).to(device).eval()
-    maps, scores = [], []
+    outs = []
     for chunk in images.split(cfg.train.batch_size):
         with autocast(device, cfg.train.bf16):
-            out = scorer(to_device(chunk, device, cfg.train.channels_last))
-        maps.append(out.map.float().cpu())
-        scores.append(out.score.float().cpu())
-    return torch.cat(maps).numpy(), torch.cat(scores).numpy()
+            outs.append(scorer(to_device(chunk, device, cfg.train.channels_last)))
+
+    def cat(tensors: list[torch.Tensor]) -> np.ndarray:
+        return torch.cat([t.float().cpu() for t in tensors]).numpy()
+
+    deviations = None
+    if outs and outs[0].score_deviation is not None:
+        deviations = cat([o.score_deviation for o in outs])
+    return Scored(
+        cat([o.map for o in outs]),
+        cat([o.score for o in outs]),
+        cat([o.score_max for o in outs]),
+        deviations,
+    )
 
 
 def calibrate(
     model: TeacherStudentUNet, validation: ImageSet, cfg: Config, device: torch.device
 ) -> Thresholds:
     """Thresholds for the trained model, chosen on its validation images (one pass)."""
-    maps, scores = score_images(model, validation.images, cfg, device)
+    scored = score_images(model, validation.images, cfg, device)
     return choose_thresholds(
-        scores,
+        scored.scores,
         validation.labels.numpy(),
-        maps,
+        scored.maps,
         validation.masks.numpy(),
         validation.has_mask.numpy(),
         cfg.scoring.threshold_quantile,

@@ -19,8 +19,8 @@ from siamese_ad.config import Config, SynthesisConfig
 from siamese_ad.data.synthesis import AnomalySynthesizer
 from siamese_ad.metrics import image_auroc, pixel_auroc
 from siamese_ad.models.unet import TeacherStudentUNet
-from siamese_ad.scoring import AnomalyScorer
-from siamese_ad.training.loop import STAGE_SALT, autocast, to_device
+from siamese_ad.training.calibration import score_images
+from siamese_ad.training.loop import STAGE_SALT
 
 MIN_VALIDATION = 2  # a synthetic anomaly needs a destination and another image as its source
 
@@ -57,28 +57,17 @@ def make_validation_set(normals: Tensor, cfg: Config) -> ValidationSet | None:
     return ValidationSet(images, all_masks, labels)
 
 
-@torch.inference_mode()
 def validation_metrics(
     model: TeacherStudentUNet, vset: ValidationSet, cfg: Config, device: torch.device
 ) -> dict[str, float]:
     """Image AUROC (max of map, and deviation once stage 2 set its statistics) and pixel AUROC
     of the model on the validation set; keys start with "val_"."""
-    model.eval()
-    scorer = AnomalyScorer(model, cfg.scoring, cfg.deviation.topk)
-    maps, maxima, deviations = [], [], []
-    for chunk in vset.images.split(cfg.train.batch_size):
-        with autocast(device, cfg.train.bf16):
-            out = scorer(to_device(chunk, device, cfg.train.channels_last))
-        maps.append(out.map.float().cpu())
-        maxima.append(out.score_max.float().cpu())
-        if out.score_deviation is not None:
-            deviations.append(out.score_deviation.float().cpu())
     result: dict[str, float] = {}
-    if 0 < vset.labels.sum() < len(vset.labels):
-        result["val_image_auroc_max"] = image_auroc(torch.cat(maxima).numpy(), vset.labels)
-        if deviations:
-            result["val_image_auroc_deviation"] = image_auroc(
-                torch.cat(deviations).numpy(), vset.labels
-            )
-        result["val_pixel_auroc"] = pixel_auroc(torch.cat(maps).numpy(), vset.masks.numpy())
+    if not 0 < vset.labels.sum() < len(vset.labels):
+        return result
+    scored = score_images(model, vset.images, cfg, device)
+    result["val_image_auroc_max"] = image_auroc(scored.maxima, vset.labels)
+    if scored.deviations is not None:
+        result["val_image_auroc_deviation"] = image_auroc(scored.deviations, vset.labels)
+    result["val_pixel_auroc"] = pixel_auroc(scored.maps, vset.masks.numpy())
     return result
