@@ -130,3 +130,28 @@ def test_cosine_schedule_decays_to_zero_and_constant_keeps_the_rate() -> None:
     assert 0 < rates[2] < 1e-5
     schedule(opt, 0.1, "constant")(0.7)
     assert opt.param_groups[0]["lr"] == 0.1
+
+
+def test_a_second_training_into_one_folder_stops_while_the_first_holds_it(tmp_path: Path) -> None:
+    from siamese_ad.training.checkpoint import CheckpointError
+    from siamese_ad.training.trainer import run_lock
+
+    with run_lock(tmp_path / "run"), pytest.raises(CheckpointError, match="another training"):
+        with run_lock(tmp_path / "run"):
+            pass
+    with run_lock(tmp_path / "run"):  # released: the next training may start
+        pass
+
+
+def test_saved_data_root_is_absolute(
+    tiny_category: Path,
+    make_config: Callable[[Path], Config],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tiny_category.parent)
+    cfg = make_config(Path(tiny_category.name))  # relative to the working folder
+    cfg.deviation.enabled = False
+    path = train(cfg, tmp_path / "run")
+    saved = read_checkpoint(path)["config"]["data"]["root"]
+    assert Path(saved).is_absolute() and Path(saved) == tiny_category.resolve()

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; trainings are not guarded there
+    fcntl = None  # type: ignore[assignment]
 
 from siamese_ad.config import Config
 from siamese_ad.data.dataset import ImageLoader, ImageSet, load_images, read_category
@@ -252,13 +260,49 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False) -> Path:
     (training/multimodal.py) and the returned path is the run's rgbd.json.
     """
     stages = resolve_stages(cfg.model.backbone, cfg.validate().model.teacher_stages)
-    cfg = cfg.merged({"model": {"teacher_stages": list(stages)}})  # saved explicitly
-    if cfg.data.modality == "rgbd":
-        from siamese_ad.training.multimodal import RGBD_MANIFEST, train_rgbd
+    explicit: dict = {"model": {"teacher_stages": list(stages)}}  # saved as they were used
+    if cfg.data.root:  # absolute, so the run finds its data from any working folder
+        explicit["data"] = {"root": str(Path(cfg.data.root).resolve())}
+    cfg = cfg.merged(explicit)
+    with run_lock(Path(out_dir)):
+        if cfg.data.modality == "rgbd":
+            from siamese_ad.training.multimodal import RGBD_MANIFEST, train_rgbd
 
-        train_rgbd(cfg, out_dir, resume)
-        return Path(out_dir) / RGBD_MANIFEST
-    run, optimizer_state = _prepare(cfg, Path(out_dir), resume)
+            train_rgbd(cfg, out_dir, resume)
+            return Path(out_dir) / RGBD_MANIFEST
+        return _train_one(cfg, Path(out_dir), resume)
+
+
+LOCK_FILE = ".training.lock"
+
+
+@contextlib.contextmanager
+def run_lock(out_dir: Path) -> Iterator[None]:
+    """Holds an exclusive lock on out_dir/.training.lock while a training writes the folder, so
+    a second training into the same --out stops at once with a clear error. Under torchrun only
+    rank 0 (the writer) locks."""
+    if os.environ.get("RANK", "0") != "0" or fcntl is None:
+        yield
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / LOCK_FILE
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            raise CheckpointError(
+                f"{out_dir} is being written by another training (it holds {path}); wait for "
+                "it to finish, or choose another --out"
+            ) from err
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _train_one(cfg: Config, out_dir: Path, resume: bool) -> Path:
+    """One modality's training into out_dir (train() holds the folder's lock)."""
+    run, optimizer_state = _prepare(cfg, out_dir, resume)
     state = run.state
     if state.stage == "stage1":
         run.run("stage1", cfg.train.epochs, cfg.train.lr, Stage1Step, optimizer_state)
