@@ -136,9 +136,10 @@ def test_a_second_training_into_one_folder_stops_while_the_first_holds_it(tmp_pa
     from siamese_ad.training.checkpoint import CheckpointError
     from siamese_ad.training.trainer import run_lock
 
-    with run_lock(tmp_path / "run"), pytest.raises(CheckpointError, match="another training"):
-        with run_lock(tmp_path / "run"):
-            pass
+    first = run_lock(tmp_path / "run")
+    second = run_lock(tmp_path / "run")
+    with first, pytest.raises(CheckpointError, match="another training"), second:
+        pass
     with run_lock(tmp_path / "run"):  # released: the next training may start
         pass
 
