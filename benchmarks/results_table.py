@@ -43,6 +43,9 @@ def peer_summary(peers: list[dict[str, Any]], model: str, category: str) -> dict
     if not found:
         return None
     out: dict[str, Any] = {"seeds": len(found), "train_images": found[0].get("train_images")}
+    out["label"] = f"anomalib {model}"
+    if found[0].get("backbone", "tf_efficientnet_lite0") != "tf_efficientnet_lite0":
+        out["label"] += f" ({found[0]['backbone']}, not our teacher)"
     for key in METRICS:
         out[key] = sum(r[key] for r in found) / len(found)
     return out
@@ -87,13 +90,13 @@ def main(args: argparse.Namespace) -> None:
             peer = peer_summary(peers, model, category)
             if peer is not None:
                 print(
-                    f"| {category} | anomalib {model} | {peer['seeds']} | "
+                    f"| {category} | {peer['label']} | {peer['seeds']} | "
                     f"{pct(peer['image_auroc'])} | {pct(peer['pixel_auroc'])} | "
                     f"{pct(peer['aupro'])} | |"
                 )
         basic = seed_summary(basic_rows, category, "full-basic")
         labelled = [(f"siamese-ad {s}", seed_summary(ours_rows, category, s)) for s in setups]
-        labelled.append(("siamese-ad basic block (time-matched)", basic))
+        labelled.append(("siamese-ad basic block", basic))
         for label, row in labelled:
             if row is None:
                 continue
@@ -117,6 +120,6 @@ if __name__ == "__main__":
     parser.add_argument(
         "--ours", required=True, nargs="+", help="results.json of the benchmarks (setups)"
     )
-    parser.add_argument("--basic", help="results.json of the time-matched basic-block benchmark")
+    parser.add_argument("--basic", help="results.json of the basic-block benchmark")
     parser.add_argument("--peers", help="JSON written by benchmarks/peers.py")
     main(parser.parse_args())
