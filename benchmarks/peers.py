@@ -56,7 +56,6 @@ import os
 import platform
 import random
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -443,17 +442,10 @@ def seed_all(seed: int) -> None:
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Writes `data` to a temporary file beside `path`, then renames it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Writes `data` as JSON through siamese-ad's atomic writer (temporary file, rename)."""
+    from siamese_ad.evaluation.evaluate import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def record_key(record: dict[str, Any]) -> tuple[str, str, str, int]:

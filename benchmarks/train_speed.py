@@ -111,17 +111,10 @@ sys.exit(main(argv))
 
 
 def _atomic_json(obj: Any, path: Path) -> None:
-    """Writes `obj` as JSON to a temporary file beside `path`, then renames it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Writes `obj` as JSON through siamese-ad's atomic writer (temporary file, rename)."""
+    from siamese_ad.evaluation.evaluate import atomic_write_text
+
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def _git(cwd: Path, *args: str) -> str | None:

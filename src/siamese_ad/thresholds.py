@@ -19,13 +19,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.special import expit
 
 from siamese_ad import metrics
 from siamese_ad.data.sample import DataError
+
+if TYPE_CHECKING:  # only annotated: the ONNX runner imports this module without torch
+    from siamese_ad.data.dataset import ImageSet
 
 EXTRA_KEY = "thresholds"  # where a checkpoint's payload["extra"] holds them
 LOGIT_AT_CENTRE = float(np.log(9.0))  # n(centre) = 0.1
@@ -158,4 +161,19 @@ def choose_thresholds(
         quantile=quantile,
         n_normal=int((~labels).sum()),
         n_anomalous=int(labels.sum()),
+    )
+
+
+def thresholds_for(
+    images: ImageSet, scores: np.ndarray, maps: np.ndarray, quantile: float
+) -> Thresholds:
+    """`choose_thresholds` on the outputs (scores (N,), maps (N, H, W)) of decoded validation
+    images, whose labels, masks and has_mask give the truth."""
+    return choose_thresholds(
+        scores,
+        images.labels.numpy(),
+        maps,
+        images.masks.numpy(),
+        images.has_mask.numpy(),
+        quantile,
     )

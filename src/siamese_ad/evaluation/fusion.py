@@ -34,7 +34,7 @@ from siamese_ad.evaluation.evaluate import (
 )
 from siamese_ad.evaluation.inference import Detector, Inference
 from siamese_ad.evaluation.thresholds import validation_samples
-from siamese_ad.thresholds import Thresholds, choose_thresholds
+from siamese_ad.thresholds import Thresholds, thresholds_for
 from siamese_ad.training.multimodal import read_rgbd_manifest
 
 STD_FLOOR = 1e-6
@@ -155,15 +155,7 @@ def score_branch(
 def fused_thresholds(runs: list[BranchRun], quantile: float) -> Thresholds:
     """Decision thresholds for the fused outputs, chosen on the fused validation outputs."""
     normal = fuse([run.standardised(on_validation=True) for run in runs])
-    images = runs[0].normal_images
-    return choose_thresholds(
-        normal.scores,
-        images.labels.numpy(),
-        normal.maps,
-        images.masks.numpy(),
-        images.has_mask.numpy(),
-        quantile,
-    )
+    return thresholds_for(runs[0].normal_images, normal.scores, normal.maps, quantile)
 
 
 def _branch_summary(run: BranchRun, checkpoint: Path) -> dict[str, Any]:

@@ -14,9 +14,9 @@ from siamese_ad.data.modality import image_loader
 from siamese_ad.data.sample import DataError, Sample
 from siamese_ad.data.splits import SplitManifest, relative_key
 from siamese_ad.evaluation.inference import Detector
-from siamese_ad.thresholds import Thresholds, choose_thresholds
+from siamese_ad.thresholds import Thresholds, thresholds_for
 
-__all__ = ["Thresholds", "choose_thresholds", "validation_samples", "validation_thresholds"]
+__all__ = ["Thresholds", "validation_samples", "validation_thresholds"]
 
 
 def validation_samples(detector: Detector, data_root: str | Path | None = None) -> list[Sample]:
@@ -53,11 +53,4 @@ def validation_thresholds(
     loader = image_loader(cfg.data, run_dir)
     images = load_images(samples, cfg.data.image_size, loader, "validation images")
     out = detector.run(images.images, batch_size)
-    return choose_thresholds(
-        out.scores,
-        images.labels.numpy(),
-        out.maps,
-        images.masks.numpy(),
-        images.has_mask.numpy(),
-        cfg.scoring.threshold_quantile,
-    )
+    return thresholds_for(images, out.scores, out.maps, cfg.scoring.threshold_quantile)

@@ -16,7 +16,7 @@ from siamese_ad.config import Config
 from siamese_ad.data.dataset import ImageSet
 from siamese_ad.models.unet import TeacherStudentUNet
 from siamese_ad.scoring import AnomalyScorer
-from siamese_ad.thresholds import Thresholds, choose_thresholds
+from siamese_ad.thresholds import Thresholds, thresholds_for
 from siamese_ad.training.loop import autocast, to_device
 
 
@@ -68,11 +68,4 @@ def calibrate(
 ) -> Thresholds:
     """Thresholds for the trained model, chosen on its validation images (one pass)."""
     scored = score_images(model, validation.images, cfg, device)
-    return choose_thresholds(
-        scored.scores,
-        validation.labels.numpy(),
-        scored.maps,
-        validation.masks.numpy(),
-        validation.has_mask.numpy(),
-        cfg.scoring.threshold_quantile,
-    )
+    return thresholds_for(validation, scored.scores, scored.maps, cfg.scoring.threshold_quantile)

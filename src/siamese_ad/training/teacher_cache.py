@@ -52,12 +52,14 @@ class TeacherCache:
             return self.model.teacher_features(to_device(images, self.device, self.channels_last))
 
     def _compute(self, images: Tensor) -> list[Tensor] | None:
-        """[(M, C_i, H_i, W_i)] for the whole set, or None when it would exceed the budget."""
-        probe = self._teacher(images[:1])
-        per_image = sum(t.numel() * t.element_size() for t in probe)
+        """[(M, C_i, H_i, W_i)] for the whole set, or None when it would exceed the budget
+        (known from the first chunk, before the rest is computed)."""
+        parts = images.split(self.batch_size)
+        chunks = [self._teacher(parts[0])]
+        per_image = sum(t[0].numel() * t.element_size() for t in chunks[0])
         if self.bytes + per_image * len(images) > self.max_bytes:
             return None
-        chunks = [self._teacher(chunk) for chunk in images.split(self.batch_size)]
+        chunks += [self._teacher(chunk) for chunk in parts[1:]]
         features = [torch.cat(stage) for stage in zip(*chunks, strict=True)]
         self.bytes += per_image * len(images)
         return features

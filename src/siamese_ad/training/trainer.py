@@ -123,16 +123,6 @@ def _resume(path: Path, cfg: Config, manifest: dict, device: torch.device):
     return model.to(device), state, payload["optimizer"]
 
 
-def _reference_normals(
-    validation: list[Sample], normals: torch.Tensor, cfg: Config, loader: ImageLoader
-) -> torch.Tensor:
-    """(N, 3, S, S) uint8 normal images the deviation statistics come from: the validation images
-    (held out of training) when there are at least MIN_REFERENCE, else the training images."""
-    if len(validation) < MIN_REFERENCE:
-        return normals
-    return load_images(validation, cfg.data.image_size, loader, "validation images").images
-
-
 @dataclass
 class _Run:
     """One training run in progress: what its stages share."""
@@ -149,7 +139,7 @@ class _Run:
     device: torch.device
     validation_set: ValidationSet | None = None
     cache: TeacherCache | None = None
-    validation_images: ImageSet | None = None  # decoded once, when loaded for validation_set
+    validation_images: ImageSet | None = None  # decoded once, by held_out()
     extra: dict = field(default_factory=dict)  # the checkpoint's "extra": thresholds at the end
 
     def save(self, optimizer: torch.optim.Optimizer | None = None) -> None:
@@ -158,16 +148,29 @@ class _Run:
                 self.ckpt, self.model, self.cfg, self.state, self.manifest, optimizer, self.extra
             )
 
+    def held_out(self) -> ImageSet:
+        """The validation images, decoded once for everything that reads them."""
+        if self.validation_images is None:
+            size = self.cfg.data.image_size
+            self.validation_images = load_images(
+                self.validation, size, self.loader, "validation images"
+            )
+        return self.validation_images
+
+    def reference_normals(self) -> torch.Tensor:
+        """(N, 3, S, S) uint8 normal images the deviation statistics come from: the validation
+        images (held out of training) when there are at least MIN_REFERENCE, else the training
+        images."""
+        if len(self.validation) < MIN_REFERENCE:
+            return self.normals
+        return self.held_out().images
+
     def finish(self) -> None:
         """Marks training done and saves it with the decision thresholds chosen on the held-out
         validation images (siamese_ad/thresholds.py); a run without them saves none."""
         self.state.stage = "done"
         if self.validation and distributed.is_main():
-            images = self.validation_images
-            if images is None:
-                size = self.cfg.data.image_size
-                images = load_images(self.validation, size, self.loader, "validation images")
-            thresholds = calibrate(self.model, images, self.cfg, self.device)
+            thresholds = calibrate(self.model, self.held_out(), self.cfg, self.device)
             self.extra[EXTRA_KEY] = thresholds.to_dict()
         self.save()
 
@@ -245,9 +248,7 @@ def _prepare(cfg: Config, out_dir: Path, resume: bool) -> tuple[_Run, dict | Non
         and state.stage != "done"
         and len(split.validation) >= MIN_REFERENCE
     ):
-        held_out = load_images(split.validation, cfg.data.image_size, loader, "validation images")
-        run.validation_set = make_validation_set(held_out.images, cfg)
-        run.validation_images = held_out
+        run.validation_set = make_validation_set(run.held_out().images, cfg)
     return run, optimizer_state
 
 
@@ -313,7 +314,7 @@ def _train_one(cfg: Config, out_dir: Path, resume: bool) -> Path:
             run.finish()
     if state.stage == "stage2":
         if state.epoch == 0:
-            reference = _reference_normals(run.validation, run.normals, cfg, run.loader)
+            reference = run.reference_normals()
             set_statistics(run.model, *normal_statistics(run.model, reference, cfg, run.device))
         run.run("stage2", cfg.deviation.epochs, cfg.deviation.lr, Stage2Step, optimizer_state)
         run.finish()
