@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from siamese_ad.training.checkpoint import read_checkpoint
+from siamese_ad.checkpoint import read_checkpoint
 
 
 def validation_signal(history: list[dict]) -> tuple[float | None, float | None]:

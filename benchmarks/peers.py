@@ -443,7 +443,7 @@ def seed_all(seed: int) -> None:
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Writes `data` as JSON through siamese-ad's atomic writer (temporary file, rename)."""
-    from siamese_ad.evaluation.evaluate import atomic_write_text
+    from siamese_ad.io import atomic_write_text
 
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 

@@ -112,7 +112,7 @@ sys.exit(main(argv))
 
 def _atomic_json(obj: Any, path: Path) -> None:
     """Writes `obj` as JSON through siamese-ad's atomic writer (temporary file, rename)."""
-    from siamese_ad.evaluation.evaluate import atomic_write_text
+    from siamese_ad.io import atomic_write_text
 
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
@@ -179,7 +179,7 @@ def steady_seconds(seconds: list[float]) -> float:
 
 def stage_figures(ckpt: Path, peaks: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Per-stage images/s, epoch seconds and peak MiB from a finished run; also its config."""
-    from siamese_ad.training.checkpoint import read_checkpoint
+    from siamese_ad.checkpoint import read_checkpoint
 
     payload = read_checkpoint(ckpt)
     cfg = payload["config"]

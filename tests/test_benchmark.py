@@ -12,11 +12,11 @@ import pytest
 from conftest import make_tiny_config
 from PIL import Image
 
-import siamese_ad.evaluation.benchmark as benchmark
+import siamese_ad.app.benchmark as benchmark
+from siamese_ad.app.predict import predict
+from siamese_ad.checkpoint import read_checkpoint
 from siamese_ad.config import Config, ConfigError
-from siamese_ad.evaluation.predict import predict
 from siamese_ad.reporting.html import fmt
-from siamese_ad.training.checkpoint import read_checkpoint
 
 SETUPS = ["full", "4shot"]
 
@@ -177,7 +177,7 @@ def test_shards_split_the_cells_and_the_last_run_writes_the_tables(
 
     monkeypatch.setattr(benchmark, "run_cell", fake_cell)
     monkeypatch.setattr(benchmark, "write_results", lambda out, rows: (out / "results.md").touch())
-    monkeypatch.setattr("siamese_ad.reporting.report.write_benchmark_report", lambda *a: None)
+    monkeypatch.setattr(benchmark, "write_benchmark_report", lambda *a: None)
     args = (tmp_path / "data", "mvtec", "all", ["full"], ["rgb"], tmp_path / "out", tiny_config())
     benchmark.run_benchmark(*args, shard=benchmark.parse_shard("1/2"))
     assert ran == ["b/full"] and not (tmp_path / "out" / "results.md").exists()
@@ -203,7 +203,7 @@ def test_seeds_run_every_cell_per_seed_with_means_and_ranges(
 
     monkeypatch.setattr(benchmark, "run_cell", fake_cell)
     monkeypatch.setattr(benchmark, "write_results", lambda out, rows: None)
-    monkeypatch.setattr("siamese_ad.reporting.report.write_benchmark_report", lambda *a: None)
+    monkeypatch.setattr(benchmark, "write_benchmark_report", lambda *a: None)
     cfg = tiny_config()
     cfg.train.epochs, cfg.deviation.epochs = 3, 2
     rows = benchmark.run_benchmark(

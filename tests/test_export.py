@@ -16,13 +16,13 @@ import pytest
 import torch
 from PIL import Image
 
+from siamese_ad.app.export import decision_from, export_model, metadata_path
+from siamese_ad.checkpoint import TrainingState, save_checkpoint
 from siamese_ad.cli import main
 from siamese_ad.config import preset
 from siamese_ad.evaluation.inference import Detector
-from siamese_ad.export import decision_from, export_model, metadata_path
 from siamese_ad.models.unet import build_unet
 from siamese_ad.thresholds import Thresholds
-from siamese_ad.training.checkpoint import TrainingState, save_checkpoint
 from siamese_ad.training.stage2 import set_statistics
 
 SIZE = 64

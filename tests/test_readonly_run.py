@@ -18,14 +18,14 @@ import pytest
 import torch
 from conftest import TinyRun
 
+from siamese_ad.app.evaluate import evaluate
+from siamese_ad.app.predict import predict
+from siamese_ad.checkpoint import read_checkpoint
 from siamese_ad.cli import main
 from siamese_ad.config import Config
-from siamese_ad.evaluation.evaluate import evaluate
 from siamese_ad.evaluation.inference import Detector
-from siamese_ad.evaluation.predict import predict
 from siamese_ad.evaluation.thresholds import validation_thresholds
 from siamese_ad.thresholds import EXTRA_KEY, Thresholds
-from siamese_ad.training.checkpoint import read_checkpoint
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[bytes, int, int]]:

@@ -21,6 +21,8 @@ import torch
 from PIL import Image
 
 import siamese_ad.cli as cli
+from siamese_ad.app.evaluate import evaluate
+from siamese_ad.app.export import check_out_path
 from siamese_ad.cli import main
 from siamese_ad.config import Config, ConfigError
 from siamese_ad.data.dataset import ImageSet
@@ -28,10 +30,8 @@ from siamese_ad.data.images import MASK_THRESHOLD, load_mask
 from siamese_ad.data.mvtec import read_mvtec
 from siamese_ad.data.sample import DataError, Sample
 from siamese_ad.data.synthetic import MARKER, make_synthetic_category
-from siamese_ad.evaluation.evaluate import evaluate
-from siamese_ad.export import check_out_path
+from siamese_ad.device import select_device
 from siamese_ad.reporting.heatmaps import PNG_THREADS, panel_name, save_pngs, write_panels
-from siamese_ad.training.loop import select_device
 from siamese_ad.training.trainer import train
 
 SMALL = {"n_train": 3, "n_test_good": 2, "n_test_defect": 1, "size": 32, "defects": ("spot",)}

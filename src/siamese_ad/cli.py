@@ -1,4 +1,4 @@
-"""The `siamese-ad` command: parses arguments into a config and calls the library."""
+"""The `siamese-ad` command: parses arguments into a config and calls the workflows in app/."""
 
 from __future__ import annotations
 
@@ -336,10 +336,9 @@ def run(args: argparse.Namespace) -> int:
         ckpt = train(_config_from_args(args), args.out, resume=args.resume)
         print(f"checkpoint: {ckpt}")
     elif args.command == "evaluate":
-        from siamese_ad.evaluation.evaluate import evaluate
+        from siamese_ad.app.evaluate import default_out, evaluate
 
-        run_dir = Path(args.checkpoint)
-        out = Path(args.out or (run_dir if run_dir.is_dir() else run_dir.parent) / "eval")
+        out = Path(args.out) if args.out else default_out(args.checkpoint)
         result = evaluate(
             args.checkpoint,
             out,
@@ -351,29 +350,29 @@ def run(args: argparse.Namespace) -> int:
         )
         _print_metrics(result, out)
     elif args.command == "predict" and args.model:
-        from siamese_ad.evaluation.onnx_predict import predict_onnx
+        from siamese_ad.app.onnx_predict import predict_onnx
 
         rows = predict_onnx(args.model, args.inputs, args.out, args.batch_size)
         print(f"scored {len(rows)} images: {Path(args.out) / 'scores.csv'}")
     elif args.command == "predict":
-        from siamese_ad.evaluation.predict import predict
+        from siamese_ad.app.predict import predict
 
         rows = predict(
             args.checkpoint, args.inputs, args.out, args.device, args.batch_size, args.compile
         )
         print(f"scored {len(rows)} images: {Path(args.out) / 'scores.csv'}")
     elif args.command == "export":
-        from siamese_ad.export import export_model, metadata_path
+        from siamese_ad.app.export import export_model, metadata_path
 
         path = export_model(args.checkpoint, args.out, args.format, args.weights)
         print(f"model: {path} (metadata: {metadata_path(path)})")
     elif args.command == "demo":
-        from siamese_ad.demo import run_demo
+        from siamese_ad.app.demo import run_demo
 
         result, out = run_demo(args.out, epochs=args.epochs, device=args.device)
         _print_metrics(result, out)
     elif args.command == "benchmark":
-        from siamese_ad.evaluation.benchmark import parse_shard, run_benchmark
+        from siamese_ad.app.benchmark import parse_shard, run_benchmark
 
         categories = "all" if args.categories == "all" else _split_list(args.categories)
         rows = run_benchmark(
@@ -394,7 +393,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"{len(rows)} cells done; other shards are still running (see --shard)")
     elif args.command == "synth-preview":
-        from siamese_ad.reporting.synth_preview import synth_preview
+        from siamese_ad.app.synth_preview import synth_preview
 
         path = synth_preview(
             args.data,

@@ -7,10 +7,11 @@ import pytest
 import tifffile
 from fake_mvtec3d import write_fake_mvtec3d
 
+from siamese_ad.checkpoint import find_rgbd_manifest
 from siamese_ad.config import Config, ConfigError
 from siamese_ad.data.modality import image_loader
 from siamese_ad.data.sample import DataError, Sample
-from siamese_ad.training.multimodal import branch_config, find_rgbd_manifest
+from siamese_ad.training.multimodal import branch_config
 from siamese_ad.training.trainer import train
 
 

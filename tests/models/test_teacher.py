@@ -198,7 +198,7 @@ def test_bad_teacher_stages_are_refused_by_name(stages: tuple[int, ...]) -> None
 
 
 def test_checkpoint_configs_from_before_teacher_stages_keep_their_stages() -> None:
-    from siamese_ad.training.checkpoint import with_legacy_stages
+    from siamese_ad.checkpoint import with_legacy_stages
 
     old = {"model": {"backbone": "efficientnet_lite0"}, "train": {}}
     assert with_legacy_stages(old)["model"]["teacher_stages"] == [1, 2, 4]

@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 from conftest import make_tiny_config
 
+from siamese_ad.checkpoint import read_checkpoint
 from siamese_ad.cli import main
 from siamese_ad.models.unet import build_unet
 from siamese_ad.training import distributed
-from siamese_ad.training.checkpoint import read_checkpoint
 from siamese_ad.training.loop import seed_everything
 
 # Both runs compute the same global-batch forward pass (BatchNorm statistics over the global

@@ -17,16 +17,15 @@ from fake_mvtec3d import write_fake_mvtec3d
 from PIL import Image
 
 import siamese_ad.data.depth as depth_module
+from siamese_ad.app.evaluate import evaluate
+from siamese_ad.checkpoint import RGBD_MANIFEST, CheckpointError
 from siamese_ad.cli import main
 from siamese_ad.config import Config
 from siamese_ad.data.dataset import load_images, read_category
 from siamese_ad.data.modality import DEPTH_CACHE, image_loader
-from siamese_ad.evaluation.evaluate import evaluate
 from siamese_ad.evaluation.fusion import fuse, normal_stats, standardise
 from siamese_ad.evaluation.inference import Detector, Inference
 from siamese_ad.reporting.heatmaps import panel_name
-from siamese_ad.training.checkpoint import CheckpointError
-from siamese_ad.training.multimodal import RGBD_MANIFEST
 from siamese_ad.training.trainer import train
 
 COUNTS = {"train": 2, "validation": 2, "test": 4}  # test: 2 good, 1 bump, 1 dent

@@ -9,14 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from siamese_ad.checkpoint import read_checkpoint
 from siamese_ad.config import Config
 from siamese_ad.models.unet import build_unet
-from siamese_ad.training.checkpoint import read_checkpoint
-from siamese_ad.training.stage1 import (
-    AnomalyPool,
-    masked_margin_loss,
-    stage_masks,
-)
+from siamese_ad.training.pool import AnomalyPool
+from siamese_ad.training.stage1 import masked_margin_loss, stage_masks
 from siamese_ad.training.teacher_cache import TeacherCache
 from siamese_ad.training.trainer import build_pool, train
 from siamese_ad.training.validation import make_validation_set, validation_metrics
@@ -133,7 +130,7 @@ def test_cosine_schedule_decays_to_zero_and_constant_keeps_the_rate() -> None:
 
 
 def test_a_second_training_into_one_folder_stops_while_the_first_holds_it(tmp_path: Path) -> None:
-    from siamese_ad.training.checkpoint import CheckpointError
+    from siamese_ad.checkpoint import CheckpointError
     from siamese_ad.training.trainer import run_lock
 
     first = run_lock(tmp_path / "run")

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import siamese_ad.training.trainer as trainer_module
+from siamese_ad.checkpoint import CheckpointError, load_model, read_checkpoint
 from siamese_ad.config import Config
-from siamese_ad.training.checkpoint import CheckpointError, load_model, read_checkpoint
 from siamese_ad.training.stage1 import Stage1Step
 from siamese_ad.training.stage2 import Stage2Step
 from siamese_ad.training.trainer import train

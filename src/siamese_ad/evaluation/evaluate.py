@@ -1,11 +1,10 @@
-"""`evaluate`: scores a checkpoint on test images it never trained on, and writes the results."""
+"""Scores a checkpoint on test images it never trained on: the metrics and what they came from.
+
+Writes nothing; app/evaluate.py writes the results (metrics.json, scores.csv, heat maps, report).
+"""
 
 from __future__ import annotations
 
-import csv
-import json
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,13 +13,13 @@ from typing import Any
 import numpy as np
 
 from siamese_ad import metrics
+from siamese_ad.checkpoint import CHECKPOINT
 from siamese_ad.data.dataset import ImageSet, load_images, read_category
 from siamese_ad.data.modality import image_loader
 from siamese_ad.data.sample import DataError
 from siamese_ad.data.splits import SplitManifest, exclude_trained
 from siamese_ad.evaluation.inference import Detector, Inference
 from siamese_ad.evaluation.thresholds import Thresholds, validation_thresholds
-from siamese_ad.training.checkpoint import CHECKPOINT
 
 # The metrics a run reports, with their column titles in tables.
 METRIC_COLUMNS = (
@@ -101,65 +100,38 @@ def compute_metrics(
     return out
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Writes text to a temporary file beside `path`, then renames it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+@dataclass(frozen=True)
+class Evaluation:
+    """One scored test split: what metrics.json, scores.csv, the heat maps and the report show.
+
+    Attributes:
+        result: the metrics and what was scored (the content of metrics.json).
+        images: the N test images, in order.
+        inference: the maps (N, S, S) and scores (N,) of `images` (fused, for an rgbd run).
+        thresholds: the decision thresholds, or None.
+        curves: `pixel_curves` of inference and images, or None.
+    """
+
+    result: dict[str, Any]
+    images: ImageSet
+    inference: Inference
+    thresholds: Thresholds | None
+    curves: PixelCurves | None
 
 
-def write_scores_csv(path: Path, images: ImageSet, inference: Inference) -> None:
-    """One row per image: path, defect, label, score, score_max, score_deviation."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["image", "defect", "label", "score", "score_max", "score_deviation"])
-        dev = inference.scores_deviation
-        for i, s in enumerate(images.samples):
-            writer.writerow(
-                [
-                    s.image.as_posix(),
-                    s.defect,
-                    s.label,
-                    f"{inference.scores[i]:.6g}",
-                    f"{inference.scores_max[i]:.6g}",
-                    "" if dev is None else f"{dev[i]:.6g}",
-                ]
-            )
-
-
-def evaluate(
+def evaluate_run(
     checkpoint: str | Path,
-    out_dir: str | Path,
     data_root: str | Path | None = None,
     device: str = "auto",
     batch_size: int | None = None,
-    heatmaps: bool = True,
     compile: bool = False,
-) -> dict[str, Any]:
-    """Scores the test split of the checkpoint's category (or `data_root`) and writes
-    metrics.json, scores.csv and, when `heatmaps`, one PNG panel per test image under heatmaps/.
+) -> Evaluation:
+    """Scores the test split of the checkpoint's category (or `data_root`).
 
-    `checkpoint` is a checkpoint.pt or a run folder (train's --out), only read. An rgbd run (its
-    folder or its rgbd.json) is scored by both branches, fused (evaluation/fusion.py). `compile`
-    runs the scorer through torch.compile (evaluation/inference.py's Detector).
+    `checkpoint` is a checkpoint.pt or a run folder (train's --out), only read. `compile` runs
+    the scorer through torch.compile (evaluation/inference.py's Detector).
     """
-    from siamese_ad.reporting.heatmaps import write_panels
-    from siamese_ad.reporting.report import write_eval_report
-    from siamese_ad.training.multimodal import find_rgbd_manifest
-
-    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
-    rgbd = find_rgbd_manifest(checkpoint)
-    if rgbd is not None:
-        from siamese_ad.evaluation.fusion import evaluate_rgbd
-
-        return evaluate_rgbd(rgbd, out_dir, data_root, device, batch_size, heatmaps, compile)
+    checkpoint = Path(checkpoint)
     if checkpoint.is_dir():
         checkpoint = checkpoint / CHECKPOINT
     detector = Detector.load(checkpoint, device, compile=compile)
@@ -181,11 +153,7 @@ def evaluate(
     result["data"] = root.as_posix()
     thresholds = _thresholds_or_none(detector, checkpoint.parent, root, batch_size)
     result["thresholds"] = None if thresholds is None else thresholds.to_dict()
-    write_scores_csv(out_dir / "scores.csv", images, inference)
-    panels = write_panels(out_dir / "heatmaps", images, inference.maps) if heatmaps else None
-    write_eval_report(out_dir, result, images, inference, thresholds, panels, curves)
-    atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=2))  # last: finished
-    return result
+    return Evaluation(result, images, inference, thresholds, curves)
 
 
 def _thresholds_or_none(

@@ -15,27 +15,21 @@ is held out from training, and the test split is only scored.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from siamese_ad.checkpoint import read_rgbd_manifest
 from siamese_ad.data.dataset import ImageSet, load_images, read_category
 from siamese_ad.data.modality import image_loader
 from siamese_ad.data.sample import Sample
 from siamese_ad.data.splits import SplitManifest, exclude_trained
-from siamese_ad.evaluation.evaluate import (
-    atomic_write_text,
-    compute_metrics,
-    pixel_curves,
-    write_scores_csv,
-)
+from siamese_ad.evaluation.evaluate import Evaluation, compute_metrics, pixel_curves
 from siamese_ad.evaluation.inference import Detector, Inference
 from siamese_ad.evaluation.thresholds import validation_samples
 from siamese_ad.thresholds import Thresholds, thresholds_for
-from siamese_ad.training.multimodal import read_rgbd_manifest
 
 STD_FLOOR = 1e-6
 
@@ -192,25 +186,19 @@ def _score_branches(
 
 def evaluate_rgbd(
     manifest: str | Path,
-    out_dir: str | Path,
     data_root: str | Path | None = None,
     device: str = "auto",
     batch_size: int | None = None,
-    heatmaps: bool = True,
     compile: bool = False,
-) -> dict[str, Any]:
+) -> Evaluation:
     """Scores the test split with both branches of an rgbd run and fuses them.
 
-    Writes what `evaluate` writes (metrics.json, scores.csv, report.html, heatmaps/ with the RGB
-    image and the fused map); metrics.json also holds each branch's metrics and normal statistics.
+    The fused maps and scores stand for the run (the RGB images with them); the result also
+    holds each branch's metrics and normal statistics.
 
     Raises:
         DataError: the run lists no validation images to standardise the branches on.
     """
-    from siamese_ad.reporting.heatmaps import write_panels
-    from siamese_ad.reporting.report import write_eval_report
-
-    out_dir = Path(out_dir)
     checkpoints = read_rgbd_manifest(manifest)
     runs, detectors, root = _score_branches(checkpoints, data_root, device, batch_size, compile)
     fused = fuse([run.standardised() for run in runs.values()])
@@ -231,8 +219,4 @@ def evaluate_rgbd(
     result["branches"] = {
         name: _branch_summary(run, checkpoints[name]) for name, run in runs.items()
     }
-    write_scores_csv(out_dir / "scores.csv", images, fused)
-    panels = write_panels(out_dir / "heatmaps", images, fused.maps) if heatmaps else None
-    write_eval_report(out_dir, result, images, fused, thresholds, panels, curves)
-    atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=2))  # last: finished
-    return result
+    return Evaluation(result, images, fused, thresholds, curves)

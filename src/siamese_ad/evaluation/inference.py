@@ -17,14 +17,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from siamese_ad.checkpoint import CHECKPOINT, load_model, read_checkpoint
 from siamese_ad.config import Config
+from siamese_ad.device import autocast, select_device, to_device
 from siamese_ad.evaluation.inputs import ImageInput, batches, resize_map
 from siamese_ad.models.folding import fold_checked
 from siamese_ad.models.unet import TeacherStudentUNet
 from siamese_ad.scoring import AnomalyOutput, AnomalyScorer
 from siamese_ad.thresholds import Thresholds, stored_thresholds
-from siamese_ad.training.checkpoint import CHECKPOINT, load_model, read_checkpoint
-from siamese_ad.training.loop import autocast, select_device, to_device
 
 
 @dataclass

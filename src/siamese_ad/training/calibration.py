@@ -14,10 +14,10 @@ import torch
 
 from siamese_ad.config import Config
 from siamese_ad.data.dataset import ImageSet
+from siamese_ad.device import autocast, to_device
 from siamese_ad.models.unet import TeacherStudentUNet
 from siamese_ad.scoring import AnomalyScorer
 from siamese_ad.thresholds import Thresholds, thresholds_for
-from siamese_ad.training.loop import autocast, to_device
 
 
 @dataclass

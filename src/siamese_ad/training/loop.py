@@ -1,25 +1,24 @@
-"""What both training stages share: seeding, device, autocast, the epoch loop, progress."""
+"""What both training stages share: seeding, the epoch loop, the optimizer step, progress."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from siamese_ad.checkpoint import TrainingState
 from siamese_ad.training import distributed
-from siamese_ad.training.checkpoint import TrainingState
 
 if TYPE_CHECKING:
     from siamese_ad.config import Config
     from siamese_ad.models.unet import TeacherStudentUNet
-    from siamese_ad.training.stage1 import AnomalyPool
+    from siamese_ad.training.pool import AnomalyPool
     from siamese_ad.training.teacher_cache import TeacherCache
 
 STAGE_SALT = {"stage1": 1, "stage2": 2, "stats": 3, "pool": 4, "validation": 5}
@@ -35,46 +34,6 @@ def seed_everything(seed: int) -> None:
 def epoch_generator(seed: int, stage: str, epoch: int) -> torch.Generator:
     """A generator fixed by (seed, stage, epoch): a resumed run draws what an unbroken one did."""
     return torch.Generator().manual_seed(seed * 1_000_003 + STAGE_SALT[stage] * 10_007 + epoch)
-
-
-def select_device(name: str) -> torch.device:
-    """auto -> cuda when present, else cpu; otherwise the named device: cpu, cuda[:N] or mps.
-
-    Raises:
-        ValueError: an unknown device name, or a device this machine does not have.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    hint = "use --device auto, cpu, cuda or cuda:N"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"unknown device {name!r}; {hint}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but CUDA is not available; use --device cpu")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ValueError(
-            f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA "
-            f"device(s) (cuda:0 to cuda:{torch.cuda.device_count() - 1}); {hint}"
-        )
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {name!r} asked for, but MPS is not available; use --device cpu")
-    return device
-
-
-def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on the device when asked for, else a no-op."""
-    if not bf16:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
-def to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    """(B, 3, H, W) uint8 -> float in [0, 1] on `device`, channels_last when asked for."""
-    x = images.to(device, non_blocking=True).float().div_(255.0)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 def index_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:

@@ -3,22 +3,20 @@
 An rgbd run folder holds rgbd.json (which names the branches), config.yaml (the rgbd config) and
 one ordinary run folder per branch: <out>/rgb and <out>/depth, each with its own checkpoint.pt,
 config.yaml (modality rgb or depth) and manifest.json; the depth images are cached under
-<out>/depth/depth_cache. Evaluation fuses the branches (evaluation/fusion.py).
+<out>/depth/depth_cache. Evaluation fuses the branches (evaluation/fusion.py); the
+rgbd.json format lives in checkpoint.py.
 """
 
 from __future__ import annotations
 
 import copy
-import json
+from collections.abc import Callable
 from pathlib import Path
 
+from siamese_ad.checkpoint import BRANCHES, RGBD_MANIFEST, CheckpointError, write_rgbd_manifest
 from siamese_ad.config import Config, ConfigError
-from siamese_ad.training.checkpoint import CheckpointError
 
-RGBD_MANIFEST = "rgbd.json"
-# Depth first: its point clouds are read before any training, so a broken cloud fails fast.
-BRANCHES = ("depth", "rgb")
-RGBD_FORMAT = 1
+TrainOne = Callable[[Config, Path, bool], Path]
 
 
 def branch_config(cfg: Config, modality: str) -> Config:
@@ -28,17 +26,21 @@ def branch_config(cfg: Config, modality: str) -> Config:
     return out.validate()
 
 
-def train_rgbd(cfg: Config, out_dir: str | Path, resume: bool = False) -> dict[str, Path]:
+def train_rgbd(
+    cfg: Config, out_dir: str | Path, resume: bool, train_branch: TrainOne
+) -> dict[str, Path]:
     """Trains the depth and the RGB branch in out_dir/<branch>; returns their checkpoint paths.
 
     Writes out_dir/rgbd.json before training, so an interrupted run can be resumed.
+
+    Args:
+        train_branch: trains one branch's config into its folder (train in training/trainer.py,
+            passed in so that this module does not import it back).
 
     Raises:
         ConfigError: the data format is not mvtec3d (only it has point clouds).
         CheckpointError: out_dir already holds an rgbd run and `resume` is False.
     """
-    from siamese_ad.training.trainer import train
-
     cfg.validate()
     if cfg.data.format != "mvtec3d":
         raise ConfigError(
@@ -52,36 +54,7 @@ def train_rgbd(cfg: Config, out_dir: str | Path, resume: bool = False) -> dict[s
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg.to_yaml(out_dir / "config.yaml")
-    branches = {name: f"{name}/checkpoint.pt" for name in BRANCHES}
-    manifest.write_text(
-        json.dumps({"format": RGBD_FORMAT, "modality": "rgbd", "branches": branches}, indent=2)
-    )
+    write_rgbd_manifest(out_dir)
     return {
-        name: train(branch_config(cfg, name), out_dir / name, resume=resume) for name in BRANCHES
+        name: train_branch(branch_config(cfg, name), out_dir / name, resume) for name in BRANCHES
     }
-
-
-def find_rgbd_manifest(path: str | Path) -> Path | None:
-    """The rgbd.json of a run given as its folder or as the file itself; None otherwise."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / RGBD_MANIFEST
-    return path if path.name == RGBD_MANIFEST and path.is_file() else None
-
-
-def read_rgbd_manifest(path: str | Path) -> dict[str, Path]:
-    """Branch name -> checkpoint path, read from an rgbd.json.
-
-    Raises:
-        CheckpointError: the file is unreadable or does not name both branches.
-    """
-    path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-        branches = raw["branches"]
-        return {name: path.parent / branches[name] for name in BRANCHES}
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise CheckpointError(
-            f"{path} is not an rgbd run manifest naming the branches {', '.join(BRANCHES)} "
-            f"({err}); retrain with --modality rgbd"
-        ) from err

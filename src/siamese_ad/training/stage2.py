@@ -6,10 +6,11 @@ import torch
 from torch import Tensor
 
 from siamese_ad.config import Config
+from siamese_ad.device import autocast, to_device
 from siamese_ad.losses import deviation_loss, distillation_loss, stage_scores
 from siamese_ad.models.unet import TeacherStudentUNet
 from siamese_ad.training import distributed
-from siamese_ad.training.loop import OptimizerStep, autocast, to_device
+from siamese_ad.training.loop import OptimizerStep
 
 STD_FLOOR = 1e-6
 RELATIVE_STD_FLOOR = 0.01  # a spread below 1% of the mean is estimation noise, not signal

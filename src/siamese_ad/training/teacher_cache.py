@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from siamese_ad.device import autocast, to_device
 from siamese_ad.models.unet import TeacherStudentUNet
-from siamese_ad.training.loop import autocast, to_device
 
 DEFAULT_MAX_BYTES = 4 * 1024**3
 

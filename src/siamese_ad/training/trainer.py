@@ -18,33 +18,31 @@ try:
 except ImportError:  # Windows: no advisory locks; trainings are not guarded there
     fcntl = None  # type: ignore[assignment]
 
-from siamese_ad.config import Config
-from siamese_ad.data.dataset import ImageLoader, ImageSet, load_images, read_category
-from siamese_ad.data.modality import image_loader
-from siamese_ad.data.sample import Sample
-from siamese_ad.data.splits import make_split
-from siamese_ad.data.synthesis import AnomalySynthesizer
-from siamese_ad.models.teacher import resolve_stages
-from siamese_ad.models.unet import TeacherStudentUNet, build_unet
-from siamese_ad.thresholds import EXTRA_KEY
-from siamese_ad.training import distributed
-from siamese_ad.training.calibration import calibrate
-from siamese_ad.training.checkpoint import (
+from siamese_ad.checkpoint import (
     CHECKPOINT,
+    RGBD_MANIFEST,
     CheckpointError,
     TrainingState,
     load_model,
     read_checkpoint,
     save_checkpoint,
 )
-from siamese_ad.training.loop import (
-    STAGE_SALT,
-    run_stage,
-    schedule,
-    seed_everything,
-    select_device,
-)
-from siamese_ad.training.stage1 import AnomalyPool, Stage1Step
+from siamese_ad.config import Config
+from siamese_ad.data.dataset import ImageLoader, ImageSet, load_images, read_category
+from siamese_ad.data.modality import image_loader
+from siamese_ad.data.sample import Sample
+from siamese_ad.data.splits import make_split
+from siamese_ad.data.synthesis import AnomalySynthesizer
+from siamese_ad.device import select_device
+from siamese_ad.models.teacher import resolve_stages
+from siamese_ad.models.unet import TeacherStudentUNet, build_unet
+from siamese_ad.thresholds import EXTRA_KEY
+from siamese_ad.training import distributed
+from siamese_ad.training.calibration import calibrate
+from siamese_ad.training.loop import STAGE_SALT, run_stage, schedule, seed_everything
+from siamese_ad.training.multimodal import train_rgbd
+from siamese_ad.training.pool import AnomalyPool
+from siamese_ad.training.stage1 import Stage1Step
 from siamese_ad.training.stage2 import Stage2Step, normal_statistics, set_statistics
 from siamese_ad.training.teacher_cache import TeacherCache
 from siamese_ad.training.validation import (
@@ -267,9 +265,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False) -> Path:
     cfg = cfg.merged(explicit)
     with run_lock(Path(out_dir)):
         if cfg.data.modality == "rgbd":
-            from siamese_ad.training.multimodal import RGBD_MANIFEST, train_rgbd
-
-            train_rgbd(cfg, out_dir, resume)
+            train_rgbd(cfg, out_dir, resume, train)
             return Path(out_dir) / RGBD_MANIFEST
         return _train_one(cfg, Path(out_dir), resume)
 

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from siamese_ad.checkpoint import CHECKPOINT
+from siamese_ad.evaluation.inference import Detector
 from siamese_ad.scoring import AnomalyScorer
 from siamese_ad.thresholds import EXTRA_KEY, LOGIT_AT_CENTRE
 
@@ -106,8 +108,6 @@ def check_out_path(checkpoint: str | Path, out_path: str | Path, fmt: str) -> No
     Raises:
         ValueError: one line naming the flag and the fix.
     """
-    from siamese_ad.training.trainer import CHECKPOINT
-
     ckpt, out = Path(checkpoint), Path(out_path)
     if ckpt.is_dir():
         ckpt = ckpt / CHECKPOINT
@@ -175,8 +175,6 @@ def build_exportable(
 ) -> tuple[ExportedScorer, dict[str, Any]]:
     """Loads a checkpoint (run folder or checkpoint.pt, only read) on the CPU in float32 eval
     mode; returns the module and its metadata."""
-    from siamese_ad.evaluation.inference import Detector
-
     detector = Detector.load(checkpoint, device="cpu", weights=weights)
     scorer = detector.scorer.to(memory_format=torch.contiguous_format).float().eval()
     thresholds = (detector.payload.get("extra") or {}).get(EXTRA_KEY)

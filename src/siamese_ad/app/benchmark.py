@@ -25,11 +25,15 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from siamese_ad.app.evaluate import evaluate
+from siamese_ad.checkpoint import CHECKPOINT, RGBD_MANIFEST
 from siamese_ad.config import Config, ConfigError
 from siamese_ad.data.sample import DataError
-from siamese_ad.evaluation.evaluate import METRIC_COLUMNS, atomic_write_text, evaluate
-from siamese_ad.training.multimodal import RGBD_MANIFEST
-from siamese_ad.training.trainer import CHECKPOINT, train
+from siamese_ad.evaluation.evaluate import METRIC_COLUMNS
+from siamese_ad.io import atomic_write_text
+from siamese_ad.reporting.html import fmt
+from siamese_ad.reporting.report import write_benchmark_report
+from siamese_ad.training.trainer import train
 
 DATASETS = ("mvtec", "mvtec3d", "folder")
 MODALITIES = ("rgb", "depth", "rgbd")
@@ -186,8 +190,6 @@ def mean_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def write_results(out_dir: Path, rows: list[dict[str, Any]]) -> None:
     """results.json (the rows as given), results.csv and results.md, each written atomically."""
-    from siamese_ad.reporting.html import fmt
-
     atomic_write_text(out_dir / "results.json", json.dumps(rows, indent=2))
     keys = [key for key, _ in RESULT_COLUMNS]
     buffer = io.StringIO()
@@ -264,8 +266,6 @@ def run_benchmark(
     rows += seed_rows(rows)
     rows += mean_rows(rows)
     write_results(out_dir, rows)
-    from siamese_ad.reporting.report import write_benchmark_report
-
     cells = [
         (cell_name(r["setup"], r["modality"]), r["cell"], out_dir / r["cell"])
         for r in rows

@@ -1,7 +1,12 @@
-"""Checkpoints: written atomically at the end of every epoch, loaded safely (weights_only=True)."""
+"""The run folder's format: checkpoints (written atomically at the end of every epoch, loaded
+safely with weights_only=True) and the rgbd.json that names the two branches of an RGB-D run.
+
+Below training and evaluation: train writes this format, everything else only reads it.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -13,10 +18,17 @@ import torch
 from siamese_ad.config import Config, ConfigError
 from siamese_ad.models.teacher import TEACHERS
 from siamese_ad.models.unet import TeacherStudentUNet, build_unet
-from siamese_ad.training.errors import CheckpointError
 
 FORMAT_VERSION = 1
 CHECKPOINT = "checkpoint.pt"  # its name inside a run folder
+RGBD_MANIFEST = "rgbd.json"  # an RGB-D run folder's list of its branch run folders
+# Depth first: its point clouds are read before any training, so a broken cloud fails fast.
+BRANCHES = ("depth", "rgb")
+RGBD_FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is unreadable or does not fit; the message names the file and the fix."""
 
 
 @dataclass
@@ -75,7 +87,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Loads a checkpoint with weights_only=True; a run folder means its checkpoint.pt."""
     path = Path(path)
     if path.is_dir():
-        if not (path / CHECKPOINT).exists() and (path / "rgbd.json").exists():
+        if not (path / CHECKPOINT).exists() and (path / RGBD_MANIFEST).exists():
             raise CheckpointError(
                 f"{path} is an RGB-D run of two models: give one branch's checkpoint "
                 f"({path / 'rgb' / CHECKPOINT} or {path / 'depth' / CHECKPOINT}), "
@@ -144,3 +156,39 @@ def load_model(
             f"(missing {missing[:3]}, unexpected {unexpected[:3]}); from another version?"
         )
     return model, cfg
+
+
+def find_rgbd_manifest(path: str | Path) -> Path | None:
+    """The rgbd.json of a run given as its folder or as the file itself; None otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RGBD_MANIFEST
+    return path if path.name == RGBD_MANIFEST and path.is_file() else None
+
+
+def read_rgbd_manifest(path: str | Path) -> dict[str, Path]:
+    """Branch name -> checkpoint path, read from an rgbd.json.
+
+    Raises:
+        CheckpointError: the file is unreadable or does not name both branches.
+    """
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+        branches = raw["branches"]
+        return {name: path.parent / branches[name] for name in BRANCHES}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(
+            f"{path} is not an rgbd run manifest naming the branches {', '.join(BRANCHES)} "
+            f"({err}); retrain with --modality rgbd"
+        ) from err
+
+
+def write_rgbd_manifest(out_dir: Path) -> Path:
+    """Writes out_dir/rgbd.json, naming each branch's checkpoint; returns its path."""
+    path = out_dir / RGBD_MANIFEST
+    branches = {name: f"{name}/{CHECKPOINT}" for name in BRANCHES}
+    path.write_text(
+        json.dumps({"format": RGBD_FORMAT, "modality": "rgbd", "branches": branches}, indent=2)
+    )
+    return path

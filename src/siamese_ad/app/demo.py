@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from siamese_ad.app.evaluate import evaluate
+from siamese_ad.checkpoint import CHECKPOINT
 from siamese_ad.config import cpu_preset
 from siamese_ad.data.synthetic import make_synthetic_category
-from siamese_ad.evaluation.evaluate import evaluate
-from siamese_ad.training.trainer import CHECKPOINT, train
+from siamese_ad.training.trainer import train
 
 DEMO_IMAGE_SIZE = 128
 DEMO_EPOCHS = 8
