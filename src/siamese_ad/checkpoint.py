@@ -7,8 +7,6 @@ Below training and evaluation: train writes this format, everything else only re
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from typing import Any
 import torch
 
 from siamese_ad.config import Config, ConfigError
+from siamese_ad.io import atomic_torch_save, atomic_write_text
 from siamese_ad.models.teacher import TEACHERS
 from siamese_ad.models.unet import TeacherStudentUNet, build_unet
 
@@ -44,21 +43,6 @@ class TrainingState:
         return float(sum(h["seconds"] for h in self.history))
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(
     path: Path,
     model: TeacherStudentUNet,
@@ -80,7 +64,7 @@ def save_checkpoint(
         "manifest": manifest,
         "extra": extra or {},
     }
-    atomic_save(payload, path)
+    atomic_torch_save(payload, path)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -188,7 +172,6 @@ def write_rgbd_manifest(out_dir: Path) -> Path:
     """Writes out_dir/rgbd.json, naming each branch's checkpoint; returns its path."""
     path = out_dir / RGBD_MANIFEST
     branches = {name: f"{name}/{CHECKPOINT}" for name in BRANCHES}
-    path.write_text(
-        json.dumps({"format": RGBD_FORMAT, "modality": "rgbd", "branches": branches}, indent=2)
-    )
+    manifest = {"format": RGBD_FORMAT, "modality": "rgbd", "branches": branches}
+    atomic_write_text(path, json.dumps(manifest, indent=2))
     return path

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from siamese_ad.io import atomic_write_text
+
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field and the valid choices."""
@@ -315,7 +317,7 @@ class Config:
         return cls(**kwargs).validate()
 
     def to_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Config:

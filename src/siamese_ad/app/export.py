@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from torch import Tensor, nn
 
 from siamese_ad.checkpoint import CHECKPOINT
 from siamese_ad.evaluation.inference import Detector
+from siamese_ad.io import atomic_write, atomic_write_text
 from siamese_ad.scoring import AnomalyScorer
 from siamese_ad.thresholds import EXTRA_KEY, LOGIT_AT_CENTRE
 
@@ -129,32 +130,14 @@ def check_out_path(checkpoint: str | Path, out_path: str | Path, fmt: str) -> No
         )
 
 
-def _atomic_target(path: Path) -> tuple[Path, Path]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    return Path(tmp), path
-
-
-def _write_atomic(path: Path, write: Any) -> None:
-    """Calls write(tmp_path) on a temporary file beside `path`, then renames it over `path`."""
-    tmp, path = _atomic_target(path)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _export_onnx(module: nn.Module, example: Tensor, names: list[str], path: Path) -> None:
+def _export_onnx(module: nn.Module, example: Tensor, names: list[str], fh: IO[bytes]) -> None:
     dynamic = {name: {0: "batch"} for name in [INPUT_NAME, *names]}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about the fixed image size
         torch.onnx.export(
             module,
             (example,),
-            str(path),
+            fh,
             input_names=[INPUT_NAME],
             output_names=names,
             dynamic_axes=dynamic,
@@ -163,11 +146,11 @@ def _export_onnx(module: nn.Module, example: Tensor, names: list[str], path: Pat
         )
 
 
-def _export_torchscript(module: nn.Module, example: Tensor, path: Path) -> None:
+def _export_torchscript(module: nn.Module, example: Tensor, fh: IO[bytes]) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings; torch.jit's deprecation notice
         traced = torch.jit.trace(module, (example,), check_trace=False)
-        torch.jit.save(traced, str(path))
+        torch.jit.save(traced, fh)
 
 
 def build_exportable(
@@ -225,12 +208,13 @@ def export_model(
     module, meta = build_exportable(checkpoint, weights)
     size = meta["image_size"]
     example = torch.rand(EXAMPLE_BATCH, 3, size, size, generator=torch.Generator().manual_seed(0))
+    source = Path(checkpoint) / CHECKPOINT if Path(checkpoint).is_dir() else Path(checkpoint)
     with torch.no_grad():
         if fmt == "onnx":
-            _write_atomic(out_path, lambda p: _export_onnx(module, example, meta["outputs"], p))
+            write = partial(_export_onnx, module, example, meta["outputs"])
         else:
-            _write_atomic(out_path, lambda p: _export_torchscript(module, example, p))
+            write = partial(_export_torchscript, module, example)
+        atomic_write(out_path, write, inputs=[source])
     meta["format"] = fmt
-    text = json.dumps(meta, indent=2)
-    _write_atomic(metadata_path(out_path), lambda p: p.write_text(text))
+    atomic_write_text(metadata_path(out_path), json.dumps(meta, indent=2), inputs=[source])
     return out_path

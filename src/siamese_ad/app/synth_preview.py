@@ -10,6 +10,7 @@ from PIL import Image
 from siamese_ad.config import SynthesisConfig
 from siamese_ad.data.dataset import load_images, read_category
 from siamese_ad.data.synthesis import AnomalySynthesizer
+from siamese_ad.io import atomic_write
 
 MASK_TINT = np.array([255, 0, 0], dtype=np.float32)
 
@@ -54,6 +55,8 @@ def synth_preview(
     samples = [synth(int(rng.integers(len(arrays))), rng) for _ in range(count)]
     grid = preview_grid([s[0] for s in samples], [s[1] for s in samples])
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid).save(out)
+    image_format = Image.registered_extensions().get(out.suffix.lower())
+    if image_format is None:
+        raise ValueError(f"--out {out}: not an image file name; use a .png file")
+    atomic_write(out, lambda fh: Image.fromarray(grid).save(fh, format=image_format))
     return out

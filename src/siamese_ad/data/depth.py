@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import tifffile
 from PIL import Image
 
 from siamese_ad.data.sample import DataError
+from siamese_ad.io import atomic_write_bytes
 
 CACHE_VERSION = 1  # bump when the preprocessing changes, so old cache entries are not reused
 
@@ -250,15 +249,7 @@ class DepthCache:
         return image
 
     def _write(self, entry: Path, image: np.ndarray) -> None:
-        """Writes a PNG atomically: a temporary file in the cache folder, then os.replace."""
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        """Writes a PNG atomically (siamese_ad/io.py)."""
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, format="PNG")
-        fd, tmp = tempfile.mkstemp(dir=self.cache_dir, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(buffer.getvalue())
-            os.replace(tmp, entry)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(entry, buffer.getvalue())

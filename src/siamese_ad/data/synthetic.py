@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from siamese_ad.data.sample import GOOD, DataError
+from siamese_ad.io import atomic_write_text
 
 MARKER = ".siamese_ad_synthetic.json"
 _MARKER_ID = "siamese_ad.data.synthetic"
@@ -328,7 +329,7 @@ def make_synthetic_category(
     }
     # First, so that a run cut short leaves a folder the next run recognises and clears.
     marker = {"generator": _MARKER_ID, "version": 1, "arguments": args}
-    (root / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+    atomic_write_text(root / MARKER, json.dumps(marker, indent=2) + "\n")
     for split, count in (("train", n_train), ("test", n_test_good)):
         for i in range(count):
             image = make_texture(size, _rng(seed, f"{split}/{GOOD}", i))

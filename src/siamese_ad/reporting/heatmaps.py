@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,6 +11,8 @@ from typing import TYPE_CHECKING
 import matplotlib
 import numpy as np
 from PIL import Image
+
+from siamese_ad.io import atomic_write
 
 if TYPE_CHECKING:  # torch-free at run time: the ONNX predict path uses panel()
     from siamese_ad.data.dataset import ImageSet
@@ -81,19 +82,10 @@ def panel_name(defect: str, image: Path) -> str:
 
 
 def save_png(path: Path, picture: np.ndarray) -> None:
-    """(H, W) or (H, W, 3) uint8 -> a PNG at `path`, through a temporary file and a rename.
-
-    The temporary file, in the same folder, has a name unique to this call and is created
-    exclusively, so concurrent writes of one path never share it; its mode follows the umask.
-    """
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with tmp.open("xb") as fh:
-            Image.fromarray(picture).save(fh, format="PNG", compress_level=PNG_COMPRESSION)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """(H, W) or (H, W, 3) uint8 -> a PNG at `path`, atomically (siamese_ad/io.py: each call
+    has its own temporary file, so concurrent writes of one path never share one)."""
+    image = Image.fromarray(picture)
+    atomic_write(path, lambda fh: image.save(fh, format="PNG", compress_level=PNG_COMPRESSION))
 
 
 def save_pngs(jobs: Iterable[tuple[Path, Callable[[], np.ndarray]]]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,19 +41,6 @@ def fmt(value: Any) -> str:
     if isinstance(value, (float, np.floating)):
         return "n/a" if np.isnan(value) else f"{float(value):.4f}"
     return str(value)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Writes text to a temporary file beside `path`, then renames it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def relative(path: Path, start: Path) -> str:

@@ -6,13 +6,13 @@ switch) and written atomically (temporary file, then rename).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from siamese_ad.io import atomic_write
 
 FIGSIZE = (4.8, 3.6)
 DPI = 100
@@ -21,19 +21,10 @@ HIST_BINS = 30
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Renders `fig` to a PNG at `path` through a temporary file beside it; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Renders `fig` to a PNG at `path`, atomically; returns the path."""
     FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=DPI)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=DPI))
+    return Path(path)
 
 
 def resample_curve(x: np.ndarray, y: np.ndarray, points: int = CURVE_POINTS) -> tuple:

@@ -3,27 +3,22 @@
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
+import io
 from pathlib import Path
 
 import numpy as np
 
+from siamese_ad.io import atomic_write, atomic_write_text
 from siamese_ad.reporting.heatmaps import colour_range, panel, save_pngs
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    """Writes `rows` as CSV to a temporary file beside `path`, then renames it over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Writes `rows` as CSV to `path`, atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
 
 
 def write_predictions(
@@ -60,7 +55,8 @@ def write_predictions(
             row[name] = values[i].item()
         rows.append(row)
     _write_csv(out_dir / "scores.csv", rows)
-    np.save(out_dir / "maps.npy", maps.astype(np.float16))
+    half = maps.astype(np.float16)
+    atomic_write(out_dir / "maps.npy", lambda fh: np.save(fh, half))
     return rows
 
 

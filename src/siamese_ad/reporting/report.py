@@ -16,10 +16,10 @@ import numpy as np
 
 from siamese_ad import metrics
 from siamese_ad.evaluation.evaluate import METRIC_COLUMNS, PRO_LIMIT, PixelCurves, pixel_curves
+from siamese_ad.io import atomic_write_text
 from siamese_ad.reporting.html import (
     FIGURES,
     REPORT,
-    atomic_write_text,
     figure,
     fmt,
     gallery_order,

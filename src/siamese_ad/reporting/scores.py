@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from siamese_ad.io import atomic_write_text
 
 if TYPE_CHECKING:
     from siamese_ad.data.dataset import ImageSet
@@ -12,20 +15,20 @@ if TYPE_CHECKING:
 
 
 def write_scores_csv(path: Path, images: ImageSet, inference: Inference) -> None:
-    """One row per image: path, defect, label, score, score_max, score_deviation."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["image", "defect", "label", "score", "score_max", "score_deviation"])
-        dev = inference.scores_deviation
-        for i, s in enumerate(images.samples):
-            writer.writerow(
-                [
-                    s.image.as_posix(),
-                    s.defect,
-                    s.label,
-                    f"{inference.scores[i]:.6g}",
-                    f"{inference.scores_max[i]:.6g}",
-                    "" if dev is None else f"{dev[i]:.6g}",
-                ]
-            )
+    """One row per image: path, defect, label, score, score_max, score_deviation; atomically."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["image", "defect", "label", "score", "score_max", "score_deviation"])
+    dev = inference.scores_deviation
+    for i, s in enumerate(images.samples):
+        writer.writerow(
+            [
+                s.image.as_posix(),
+                s.defect,
+                s.label,
+                f"{inference.scores[i]:.6g}",
+                f"{inference.scores_max[i]:.6g}",
+                "" if dev is None else f"{dev[i]:.6g}",
+            ]
+        )
+    atomic_write_text(path, buffer.getvalue())

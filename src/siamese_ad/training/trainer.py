@@ -34,6 +34,7 @@ from siamese_ad.data.sample import Sample
 from siamese_ad.data.splits import make_split
 from siamese_ad.data.synthesis import AnomalySynthesizer
 from siamese_ad.device import select_device
+from siamese_ad.io import atomic_write_text
 from siamese_ad.models.teacher import resolve_stages
 from siamese_ad.models.unet import TeacherStudentUNet, build_unet
 from siamese_ad.thresholds import EXTRA_KEY
@@ -229,7 +230,7 @@ def _prepare(cfg: Config, out_dir: Path, resume: bool) -> tuple[_Run, dict | Non
     out_dir.mkdir(parents=True, exist_ok=True)
     if distributed.is_main():
         cfg.to_yaml(out_dir / "config.yaml")
-        (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2))
     pool = None
     if state.stage != "done" and (cfg.contrastive.enabled or cfg.deviation.enabled):
         real = None
