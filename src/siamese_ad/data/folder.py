@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from siamese_ad.data.images import list_images
-from siamese_ad.data.sample import GOOD, CategoryData, DataError, Sample
+from siamese_ad.data.sample import GOOD, CategoryData, DataError, Sample, warn_missing_masks
 
 MASKS = "masks"
 LAYOUT_HINT = (
@@ -50,4 +50,5 @@ def read_folder(root: str | Path, holdout_every: int = 5) -> CategoryData:
         test += [
             Sample(p, 1, folder.name, _mask_for(root, folder.name, p)) for p in list_images(folder)
         ]
+    warn_missing_masks(test, root)
     return CategoryData(name=root.name, root=root, train=train, test=test)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from siamese_ad.data.images import list_images
-from siamese_ad.data.sample import GOOD, CategoryData, DataError, Sample
+from siamese_ad.data.sample import GOOD, CategoryData, DataError, Sample, warn_missing_masks
 
 LAYOUT_HINT = (
     "An MVTec AD category holds train/good/*.png, test/<type>/*.png and "
@@ -47,8 +47,9 @@ def read_mvtec(root: str | Path) -> CategoryData:
     """Reads one MVTec AD category folder.
 
     Raises:
-        DataError: the folder is missing, empty or mis-laid; a defect image lacks a mask, or
-            its mask is ambiguous (two images of one defect folder share a stem).
+        DataError: the folder is missing, empty or mis-laid, or a mask is ambiguous (two
+            images of one defect folder share a stem). A defect image without a mask is kept,
+            with a warning: it counts for the image metrics only.
     """
     root = Path(root)
     train_dir, test_dir = root / "train" / GOOD, root / "test"
@@ -65,13 +66,8 @@ def read_mvtec(root: str | Path) -> CategoryData:
             if defect == GOOD:
                 test.append(Sample(image, 0, GOOD))
                 continue
-            mask = _find_mask(root, defect, image, images)
-            if mask is None:
-                raise DataError(
-                    f"no mask for {image}: expected {root / 'ground_truth' / defect}/"
-                    f"{image.stem}_mask.png. Add the mask or move the image out of test/."
-                )
-            test.append(Sample(image, 1, defect, mask))
+            test.append(Sample(image, 1, defect, _find_mask(root, defect, image, images)))
     if not test:
         raise DataError(f"{test_dir} holds no images: {LAYOUT_HINT}")
+    warn_missing_masks(test, root)
     return CategoryData(name=root.name, root=root, train=train, test=test)

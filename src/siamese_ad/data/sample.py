@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,3 +51,17 @@ class CategoryData:
     @property
     def defect_types(self) -> list[str]:
         return sorted({s.defect for s in self.test if s.label == 1})
+
+
+def warn_missing_masks(test: list[Sample], root: Path) -> None:
+    """Warns, with their count, when defective test images have no mask: their image scores
+    count, and the pixel metrics use only the images with pixel truth."""
+    defective = [s for s in test if s.label == 1]
+    missing = sum(s.mask is None for s in defective)
+    if missing:
+        warnings.warn(
+            f"{missing} of {len(defective)} defective test images in {root} have no mask: "
+            "image metrics use every test image, pixel AUROC and AUPRO only the images with "
+            "masks (and normal ones), n/a when no defective image has a mask",
+            stacklevel=2,
+        )

@@ -71,7 +71,8 @@ def compute_metrics(
 ) -> dict[str, Any]:
     """Image AUROC (configured, max, deviation), F1-max, pixel AUROC and AUPRO, per-defect AUROC.
 
-    Pixel metrics use the images whose pixel truth is known; they are None when none is anomalous.
+    Image metrics use every image; pixel metrics the images whose pixel truth is known (normal
+    images and those with a mask), and are None when none of them is anomalous.
     `curves`: `pixel_curves` of the same inference and images, when already computed.
     """
     labels = images.labels.numpy()
@@ -96,6 +97,7 @@ def compute_metrics(
     out["per_defect_image_auroc"] = per_defect
     out["n_images"] = len(labels)
     out["n_anomalous"] = int(labels.sum())
+    out["n_pixel_images"] = int(images.has_mask.sum())  # behind pixel AUROC and AUPRO
     out["ms_per_image"] = inference.ms_per_image
     return out
 

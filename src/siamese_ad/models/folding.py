@@ -2,7 +2,8 @@
 
 A BatchNorm2d in eval mode is an affine map per channel, so conv -> BN equals one convolution
 with rescaled weights and a bias. `fold_batchnorm` folds each Conv2d whose next sibling (in
-registration order) is a BatchNorm2d of matching width and replaces the BN by an identity.
+registration order) is a BatchNorm2d of matching width and replaces the BN by an identity (by
+its activation for timm's BatchNormAct2d, which applies one after the normalisation).
 Registration order is not always call order, so `fold_checked` folds in place, compares the
 outputs on a probe input with those before, and undoes every fold when they disagree; no copy
 of the model is made, so folding does not raise peak memory.
@@ -14,6 +15,7 @@ import itertools
 from dataclasses import dataclass
 
 import torch
+from timm.layers import BatchNormAct2d
 from torch import Tensor, nn
 
 PROBE_TOLERANCE = 1e-4  # relative to the largest output magnitude, float32
@@ -49,6 +51,13 @@ def _is_pair(conv: nn.Module | None, bn: nn.Module | None) -> bool:
     )
 
 
+def _after_fold(bn: nn.BatchNorm2d) -> nn.Module:
+    """What is left of `bn` once folded: nothing, or the dropout and activation it applies."""
+    if isinstance(bn, BatchNormAct2d):
+        return nn.Sequential(bn.drop, bn.act)
+    return nn.Identity()
+
+
 @torch.no_grad()
 def _fold_all(module: nn.Module) -> list[_Fold]:
     folds = []
@@ -64,7 +73,7 @@ def _fold_all(module: nn.Module) -> list[_Fold]:
             conv.bias = nn.Parameter(
                 (bias - bn.running_mean) * scale + bn.bias, requires_grad=False
             )
-            parent._modules[second] = nn.Identity()
+            parent._modules[second] = _after_fold(bn)
             folds.append(_Fold(parent, second, conv, bn, old_bias))
     return folds
 

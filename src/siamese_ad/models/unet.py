@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from siamese_ad.config import ModelConfig
 from siamese_ad.models.bottleneck import OneClassBottleneck
 from siamese_ad.models.student import StudentDecoder
-from siamese_ad.models.teacher import Teacher, build_teacher, imagenet_normalize
+from siamese_ad.models.teacher import Teacher, build_teacher
 
 
 @dataclass
@@ -58,7 +58,7 @@ class TeacherStudentUNet(nn.Module):
     def teacher_features(self, images: Tensor) -> list[Tensor]:
         """(B, 3, H, W) in [0, 1] -> [T_1, ..., T_n], without gradients."""
         with torch.no_grad():
-            return [t.detach() for t in self.teacher(imagenet_normalize(images))]
+            return [t.detach() for t in self.teacher(images)]
 
     def forward(self, images: Tensor, teacher: list[Tensor] | None = None) -> FeaturePair:
         """(B, 3, H, W) in [0, 1] -> FeaturePair; H and W multiples of 2 * the deepest stride.
