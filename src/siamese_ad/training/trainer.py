@@ -139,7 +139,7 @@ class _Run:
     device: torch.device
     validation_set: ValidationSet | None = None
     cache: TeacherCache | None = None
-    validation_images: ImageSet | None = None  # decoded once, by held_out()
+    validation_images: ImageSet | None = None  # decoded once, by held_out() in _prepare
     extra: dict = field(default_factory=dict)  # the checkpoint's "extra": thresholds at the end
 
     def save(self, optimizer: torch.optim.Optimizer | None = None) -> None:
@@ -239,6 +239,8 @@ def _prepare(cfg: Config, out_dir: Path, resume: bool) -> tuple[_Run, dict | Non
             real = load_images(split.anomalies, cfg.data.image_size, loader, "real anomalies")
         pool = build_pool(normals, real, cfg)
     run = _Run(cfg, ckpt, manifest, model, state, normals, split.validation, loader, pool, device)
+    if split.validation:  # decoded now: a bad file stops training before its first epoch
+        run.held_out()
     if cfg.train.cache_teacher:
         run.cache = TeacherCache(
             model, device, cfg.train.bf16, cfg.train.channels_last, cfg.train.batch_size
