@@ -108,6 +108,18 @@ def with_legacy_stages(raw: dict[str, Any]) -> dict[str, Any]:
     return {**raw, "model": {**model, "teacher_stages": list(legacy or ())}}
 
 
+def _refuse_edited_config(payload: dict[str, Any], cfg: Config, path: Path) -> None:
+    """Raises CheckpointError when the config inside the checkpoint no longer gives the model
+    signature its weights were saved under (the config was edited after training)."""
+    saved, now = payload.get("signature") or {}, cfg.model_signature()
+    edited = {k: (v, now.get(k)) for k, v in saved.items() if now.get(k) != v}
+    if edited:
+        raise CheckpointError(
+            f"{path} holds weights that do not fit its config (at training vs now: {edited}): "
+            "the config inside it was changed; restore the checkpoint train wrote, or retrain."
+        )
+
+
 def load_model(
     payload: dict[str, Any], path: Path, expect: Config | None = None, weights: str | None = None
 ) -> tuple[TeacherStudentUNet, Config]:
@@ -133,10 +145,17 @@ def load_model(
             f"{path} was trained with another configuration (checkpoint vs requested: {diff}); "
             "use a new --out folder, or the checkpoint's own config."
         )
+    _refuse_edited_config(payload, cfg, path)
     model = build_unet(cfg.model, weights=weights)
-    if payload.get("teacher") is not None:
-        model.teacher.load_state_dict(payload["teacher"])
-    missing, unexpected = model.load_state_dict(payload["model"], strict=False)
+    try:
+        if payload.get("teacher") is not None:
+            model.teacher.load_state_dict(payload["teacher"])
+        missing, unexpected = model.load_state_dict(payload["model"], strict=False)
+    except RuntimeError as err:  # shapes or names that do not fit
+        raise CheckpointError(
+            f"{path} holds weights that do not fit the model its config describes "
+            f"({' '.join(str(err).split())[:300]}); restore the checkpoint train wrote, or retrain."
+        ) from err
     missing = [k for k in missing if not k.startswith("teacher.")]
     if missing or unexpected:
         raise CheckpointError(
