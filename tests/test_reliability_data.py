@@ -7,9 +7,16 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+from conftest import TinyRun
+from PIL import Image
 
+import siamese_ad.data.decode as decode
+from siamese_ad.cli import main
 from siamese_ad.config import Config
+from siamese_ad.data.decode import open_image, read_rgb
+from siamese_ad.data.images import image_size_of
 from siamese_ad.data.mvtec import read_mvtec
 from siamese_ad.data.sample import DataError
 from siamese_ad.data.splits import hold_out_validation
@@ -39,3 +46,56 @@ def test_bad_image_in_a_small_validation_split_stops_training_before_it_starts(
         train(cfg, tmp_path / "run")
     assert str(bad) in str(err.value)
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+# 7. images over Pillow's decompression-bomb limit: read reduced, or refused by name
+
+
+@pytest.fixture
+def small_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pillow's bomb limit and ours scaled down 100 000 times: 1 000 pixels for Pillow (it
+    refuses above 2 000), reduced reading above 1 000, refusal above 10 000."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)
+    monkeypatch.setattr(decode, "LARGE_PIXELS", 1_000)
+    monkeypatch.setattr(decode, "MAX_PIXELS", 10_000)
+
+
+def _smooth(width: int, height: int) -> np.ndarray:
+    """(height, width, 3) uint8 gradients."""
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([x * 255 // width, y * 255 // height, (x + y) % 256], axis=2).astype(np.uint8)
+
+
+@pytest.mark.parametrize(("suffix", "mode"), [(".png", "RGB"), (".jpg", "RGB"), (".png", "P")])
+def test_image_over_pillows_bomb_limit_is_read_reduced(
+    tmp_path: Path, small_limits: None, suffix: str, mode: str
+) -> None:
+    rgb = _smooth(120, 64)  # 7 680 pixels: Pillow alone refuses it
+    path = tmp_path / f"line_scan{suffix}"
+    Image.fromarray(rgb).convert(mode).save(path)
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(path)
+    img, original = open_image(path, 16)
+    assert original == (64, 120) and img.width >= 16 and img.height >= 16
+    assert img.width * img.height <= 64 * 64  # decoded reduced, never at full size after it
+    picture, original = read_rgb(path, 16)
+    assert picture.shape == (16, 16, 3) and original == (64, 120)
+    full = np.asarray(Image.fromarray(rgb).resize((16, 16), Image.Resampling.BILINEAR))
+    assert np.abs(picture.astype(int) - full).mean() < 12  # the same picture, slightly smoother
+    assert Image.MAX_IMAGE_PIXELS == 1_000  # Pillow's own limit is left as it was
+
+
+def test_image_over_max_pixels_is_refused_by_name(
+    tmp_path: Path, small_limits: None, tiny_run: TinyRun, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "images" / "huge.png"
+    path.parent.mkdir()
+    Image.fromarray(_smooth(120, 100)).save(path)  # 12 000 pixels > MAX_PIXELS
+    for read in (lambda: read_rgb(path, 16), lambda: image_size_of(path)):
+        with pytest.raises(DataError, match="crop or downscale") as err:
+            read()
+        assert str(path) in str(err.value)
+    args = ["predict", str(path), "--checkpoint", str(tiny_run.run), "--out", str(tmp_path / "o")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and str(path) in err.strip().splitlines()[-1]
