@@ -24,7 +24,7 @@ from siamese_ad.models.unet import TeacherStudentUNet
 from siamese_ad.scoring import AnomalyOutput, AnomalyScorer
 from siamese_ad.thresholds import Thresholds, stored_thresholds
 from siamese_ad.training.checkpoint import CHECKPOINT, load_model, read_checkpoint
-from siamese_ad.training.loop import autocast, select_device, to_device
+from siamese_ad.training.loop import select_device, to_device
 
 
 @dataclass
@@ -161,8 +161,7 @@ class Detector:
         if self.compile and n < bs:  # one graph for every batch: pad with the last image
             chunk = torch.cat([chunk, chunk[-1:].expand(bs - n, *chunk.shape[1:])])
         x = to_device(chunk, self.device, self.cfg.train.channels_last)
-        with autocast(self.device, self.cfg.train.bf16):
-            out = self._score(x)
+        out = self._score(x)  # float32, as the exported graph (no bf16 convolutions in ONNX)
         dev = out.score_deviation
         return AnomalyOutput(
             out.map[:n].float().cpu(),
