@@ -4,6 +4,9 @@ scored."""
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -19,7 +22,15 @@ from siamese_ad.data.decode import open_image, read_rgb
 from siamese_ad.data.images import image_size_of
 from siamese_ad.data.mvtec import read_mvtec
 from siamese_ad.data.sample import DataError
-from siamese_ad.data.splits import hold_out_validation
+from siamese_ad.data.splits import (
+    MANIFEST,
+    SplitManifest,
+    exclude_trained,
+    hold_out_validation,
+    make_split,
+    record_sha256,
+)
+from siamese_ad.evaluation.evaluate import evaluate
 from siamese_ad.training.trainer import train
 
 
@@ -99,3 +110,71 @@ def test_image_over_max_pixels_is_refused_by_name(
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and str(path) in err.strip().splitlines()[-1]
+
+
+# 10. renamed copies of trained images are not scored; an edited manifest.json is noticed
+
+
+def test_manifest_records_the_sha256_of_every_trained_image(
+    tiny_category: Path, tiny_config: Config
+) -> None:
+    data = read_mvtec(tiny_category)
+    split = make_split(data, 0, 1, tiny_config.train.seed, tiny_config.data.validation_fraction)
+    assert split.manifest.sha256 == {}  # make_split reads no file
+    record_sha256(split, tiny_category)
+    trained = split.train + split.anomalies
+    assert len(split.anomalies) == len(data.defect_types) and split.train
+    assert split.manifest.sha256 == {
+        s.image.relative_to(tiny_category).as_posix(): hashlib.sha256(
+            s.image.read_bytes()
+        ).hexdigest()
+        for s in trained
+    }
+    back = SplitManifest.from_dict(json.loads(json.dumps(split.manifest.to_dict())))
+    assert back == split.manifest
+
+
+def test_renamed_copies_of_trained_images_are_left_out_with_a_warning(
+    tiny_category: Path, tmp_path: Path, tiny_config: Config
+) -> None:
+    root = _copy(tiny_category, tmp_path)
+    data = read_mvtec(root)
+    split = make_split(data, 0, 1, tiny_config.train.seed, tiny_config.data.validation_fraction)
+    record_sha256(split, root)
+    normal_copy = shutil.copy(split.train[0].image, root / "test" / "good" / "renamed.png")
+    anomaly = split.anomalies[0]
+    anomaly_copy = root / "test" / anomaly.defect / "copy.png"
+    shutil.copy(anomaly.image, anomaly_copy)
+    shutil.copy(anomaly.mask, anomaly.mask.with_name("copy_mask.png"))
+    data = read_mvtec(root)
+    with pytest.warns(UserWarning, match="same bytes as an image this checkpoint trained on"):
+        kept = exclude_trained(data.test, split.manifest, root)
+    images = {s.image for s in kept}
+    assert Path(normal_copy) not in images and anomaly_copy not in images
+    assert len(kept) == len(data.test) - len(split.anomalies) - 2
+
+
+def _scored(out: Path) -> set[str]:
+    with (out / "scores.csv").open() as fh:
+        return {Path(row["image"]).name for row in csv.DictReader(fh)}
+
+
+def test_evaluate_leaves_out_a_renamed_copy_of_a_training_image(
+    tiny_run: TinyRun, tmp_path: Path
+) -> None:
+    root = _copy(tiny_run.data, tmp_path)
+    trained = json.loads((tiny_run.run / MANIFEST).read_text())["train"][0]
+    shutil.copy(root / trained, root / "test" / "good" / "renamed.png")
+    with pytest.warns(UserWarning, match="renamed copy"):
+        evaluate(tiny_run.run, tmp_path / "out", data_root=root, device="cpu", heatmaps=False)
+    assert "renamed.png" not in _scored(tmp_path / "out") and _scored(tmp_path / "out")
+
+
+def test_evaluate_warns_of_an_edited_manifest_file(tiny_run: TinyRun, tmp_path: Path) -> None:
+    run = Path(shutil.copytree(tiny_run.run, tmp_path / "run"))
+    manifest = json.loads((run / MANIFEST).read_text())
+    manifest["train"] = manifest["train"][:1]
+    (run / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.warns(UserWarning, match="differs from the manifest inside the checkpoint") as got:
+        evaluate(run, tmp_path / "out", data_root=tiny_run.data, device="cpu", heatmaps=False)
+    assert any(str(run / MANIFEST) in str(w.message) for w in got)

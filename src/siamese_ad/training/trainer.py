@@ -22,7 +22,7 @@ from siamese_ad.config import Config
 from siamese_ad.data.dataset import ImageLoader, ImageSet, load_images, read_category
 from siamese_ad.data.modality import image_loader
 from siamese_ad.data.sample import Sample
-from siamese_ad.data.splits import make_split
+from siamese_ad.data.splits import MANIFEST, make_split, record_sha256
 from siamese_ad.data.synthesis import AnomalySynthesizer
 from siamese_ad.models.teacher import resolve_stages
 from siamese_ad.models.unet import TeacherStudentUNet, build_unet
@@ -113,7 +113,7 @@ def _resume(path: Path, cfg: Config, manifest: dict, device: torch.device):
             f"{path} was trained with other settings (checkpoint vs now: {changes}); resume "
             "with the same settings, or train into a new --out."
         )
-    if payload["manifest"] != manifest:
+    if payload["manifest"] != {k: manifest.get(k) for k in payload["manifest"]}:  # old: no sha256
         raise CheckpointError(
             f"{path} was trained on other images than this configuration selects; "
             "resume with the same data, --shots, --real-anomalies and --seed, or use a new --out."
@@ -217,6 +217,7 @@ def _prepare(cfg: Config, out_dir: Path, resume: bool) -> tuple[_Run, dict | Non
     split = make_split(
         data, cfg.data.shots, cfg.data.real_anomalies, cfg.train.seed, cfg.data.validation_fraction
     )
+    record_sha256(split, data.root)  # evaluate leaves out renamed copies of these images
     manifest = split.manifest.to_dict()
     loader = image_loader(cfg.data, out_dir)
     normals = load_images(split.train, cfg.data.image_size, loader, "training images").images
@@ -231,7 +232,7 @@ def _prepare(cfg: Config, out_dir: Path, resume: bool) -> tuple[_Run, dict | Non
     out_dir.mkdir(parents=True, exist_ok=True)
     if distributed.is_main():
         cfg.to_yaml(out_dir / "config.yaml")
-        (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
     pool = None
     if state.stage != "done" and (cfg.contrastive.enabled or cfg.deviation.enabled):
         real = None
