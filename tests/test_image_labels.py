@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import TINY_DEFECTS, TINY_TEST_DEFECT, TINY_TEST_GOOD, TinyRun
 
-from siamese_ad.evaluation.evaluate import evaluate
+from siamese_ad.app.evaluate import evaluate
 
 N_DEFECTIVE = len(TINY_DEFECTS) * TINY_TEST_DEFECT
 

@@ -105,6 +105,18 @@ def with_legacy_stages(raw: dict[str, Any]) -> dict[str, Any]:
     return {**raw, "model": {**model, "teacher_stages": list(legacy or ())}}
 
 
+def _refuse_edited_config(payload: dict[str, Any], cfg: Config, path: Path) -> None:
+    """Raises CheckpointError when the config inside the checkpoint no longer gives the model
+    signature its weights were saved under (the config was edited after training)."""
+    saved, now = payload.get("signature") or {}, cfg.model_signature()
+    edited = {k: (v, now.get(k)) for k, v in saved.items() if now.get(k) != v}
+    if edited:
+        raise CheckpointError(
+            f"{path} holds weights that do not fit its config (at training vs now: {edited}): "
+            "the config inside it was changed; restore the checkpoint train wrote, or retrain."
+        )
+
+
 def load_model(
     payload: dict[str, Any], path: Path, expect: Config | None = None, weights: str | None = None
 ) -> tuple[TeacherStudentUNet, Config]:
@@ -130,6 +142,7 @@ def load_model(
             f"{path} was trained with another configuration (checkpoint vs requested: {diff}); "
             "use a new --out folder, or the checkpoint's own config."
         )
+    _refuse_edited_config(payload, cfg, path)
     model = build_unet(cfg.model, weights=weights)
     if payload.get("teacher") is not None:
         teacher = upgrade_teacher_state(
@@ -139,10 +152,17 @@ def load_model(
             model.teacher.load_state_dict(teacher)
         except RuntimeError as err:
             raise CheckpointError(
-                f"{path} holds a random teacher that does not fit {cfg.model.backbone!r} "
-                f"({str(err).splitlines()[0]}); retrain it with this version"
+                f"{path} holds teacher weights that do not fit the model its config describes "
+                f"({cfg.model.backbone!r}: {str(err).splitlines()[0]}); restore the checkpoint "
+                "train wrote, or retrain it with this version"
             ) from err
-    missing, unexpected = model.load_state_dict(payload["model"], strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(payload["model"], strict=False)
+    except RuntimeError as err:  # shapes or names that do not fit
+        raise CheckpointError(
+            f"{path} holds weights that do not fit the model its config describes "
+            f"({' '.join(str(err).split())[:300]}); restore the checkpoint train wrote, or retrain."
+        ) from err
     missing = [k for k in missing if not k.startswith("teacher.")]
     if missing or unexpected:
         raise CheckpointError(

@@ -133,7 +133,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.5, 0.999)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    bf16: bool = False  # bf16 autocast (pays off on CPUs with AMX and on recent GPUs)
+    bf16: bool = False  # bf16 autocast while training (AMX CPUs, recent GPUs); scoring is float32
     channels_last: bool = True
     distill_reduction: str = "flatten"  # flatten (eq. 1 as the RD code) | pixel
     lr_schedule: str = "constant"  # constant | cosine (per step, to 0 at each stage's end)

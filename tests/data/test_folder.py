@@ -84,3 +84,20 @@ def test_too_few_good_images_names_the_folder(tmp_path: Path) -> None:
     _png(tmp_path / "parts" / GOOD / "only.png")
     with pytest.raises(DataError, match=re.escape(str(tmp_path / "parts" / GOOD))):
         read_folder(tmp_path / "parts")
+
+
+def test_mask_shared_by_two_same_stem_images_is_ambiguous(tmp_path: Path) -> None:
+    root = fake_folder(tmp_path / "parts")
+    png = root / "dent" / "d0.png"
+    jpg = _png(root / "dent" / "d0.jpg")
+    with pytest.raises(DataError, match="ambiguous mask") as err:
+        read_folder(root)
+    assert str(png) in str(err.value) and str(jpg) in str(err.value)
+
+
+def test_same_stem_images_without_a_mask_are_both_read(tmp_path: Path) -> None:
+    root = fake_folder(tmp_path / "parts")
+    jpg = _png(root / "dent" / "d1.jpg")
+    dent = {s.image: s.mask for s in read_folder(root).test if s.defect == "dent"}
+    assert dent[jpg] is None and dent[root / "dent" / "d1.png"] is None
+    assert dent[root / "dent" / "d0.png"] == root / "masks" / "dent" / "d0_mask.png"

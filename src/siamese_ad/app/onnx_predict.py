@@ -39,8 +39,19 @@ class OnnxDetector:
                 f"need {model} and its metadata {meta_path}: write both with "
                 "siamese-ad export --checkpoint CKPT --format onnx --out MODEL.onnx"
             )
-        meta = json.loads(meta_path.read_text())
-        session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        fix = f"export it again: siamese-ad export --checkpoint CKPT --format onnx --out {model}"
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise DataError(f"{meta_path} is not valid JSON ({err}); {fix}") from err
+        try:
+            session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime raises its own types for corrupt graphs
+            reason = " ".join(str(err).split())[:200]
+            raise DataError(f"cannot load {model}, corrupt or cut short ({reason}); {fix}") from err
+        mismatch = _mismatch(meta, session)
+        if mismatch:
+            raise DataError(f"{meta_path} does not match {model}: {mismatch}; {fix}")
         return cls(session, meta)
 
     @property
@@ -65,6 +76,23 @@ class OnnxDetector:
             for name, value in zip(names, self.session.run(names, feed), strict=True):
                 parts[name].append(value)
         return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def _mismatch(meta: Any, session: Any) -> str | None:
+    """What in model.json does not describe the graph of `session`; None when all does."""
+    try:
+        size, name, outputs = int(meta["image_size"]), meta["input"]["name"], list(meta["outputs"])
+    except (KeyError, TypeError, ValueError) as err:
+        return f"it lacks or garbles {err}"
+    inputs = session.get_inputs()
+    if len(inputs) != 1 or inputs[0].name != name:
+        return f"its input is {name!r}, the graph's {[i.name for i in inputs]}"
+    if list(inputs[0].shape[2:]) != [size, size]:
+        return f"its image_size is {size}, the graph takes {inputs[0].shape[2:]}"
+    graph = [o.name for o in session.get_outputs()]
+    if outputs[:2] != ["map", "score"] or not set(outputs) <= set(graph):
+        return f"its outputs are {outputs}, the graph's {graph}"
+    return None
 
 
 def predict_onnx(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -10,19 +11,72 @@ from PIL import Image, UnidentifiedImageError
 from siamese_ad.data.sample import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+MAX_PIXELS = 1 << 30  # larger images are refused by name (1 Gi pixels: 3 GiB decoded as RGB)
+LARGE_PIXELS = 89_478_485  # Pillow's bomb limit: larger images are read reduced (`open_image`)
+_REDUCIBLE = {"1": "L", "P": "RGB", "PA": "RGB", "I;16": "I", "I;16B": "I", "I;16L": "I"}
+_PIL_LIMIT = threading.Lock()  # held while Pillow's global limit is lifted for one open
 
 
-def open_image(path: Path) -> Image.Image:
-    """Opens and fully decodes an image; unreadable files raise DataError."""
+def _unreadable(path: Path, err: Exception) -> DataError:
+    return DataError(
+        f"cannot read image {path}: {err}. Replace or remove the file "
+        f"(readable formats: {', '.join(IMAGE_SUFFIXES)})."
+    )
+
+
+def open_header(path: Path) -> Image.Image:
+    """Opens an image lazily (its header only), checked against MAX_PIXELS instead of Pillow's
+    decompression-bomb limit, which is lifted for this one call and restored at once.
+
+    Raises:
+        DataError: the file is unreadable, or has more than MAX_PIXELS pixels (named).
+    """
     try:
-        img = Image.open(path)
-        img.load()
+        with _PIL_LIMIT:
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                img = Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
     except (OSError, UnidentifiedImageError) as err:
+        raise _unreadable(path, err) from err
+    if img.width * img.height > MAX_PIXELS:
+        img.close()
         raise DataError(
-            f"cannot read image {path}: {err}. Replace or remove the file "
-            f"(readable formats: {', '.join(IMAGE_SUFFIXES)})."
-        ) from err
+            f"image {path} is {img.width} x {img.height} pixels, more than the "
+            f"{MAX_PIXELS:,} this reader decodes; crop or downscale it first."
+        )
     return img
+
+
+def open_image(path: Path, size: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
+    """Opens and fully decodes an image of up to MAX_PIXELS pixels.
+
+    With `size` given, an image of more than LARGE_PIXELS is decoded reduced, to no less than
+    size x size: JPEGs by DCT scaling while decoding, other formats by a box reduction by whole
+    factors after it. Smaller images are decoded as they are.
+
+    Returns:
+        The image and its original (height, width).
+
+    Raises:
+        DataError: unreadable files and files over MAX_PIXELS, by name.
+    """
+    with open_header(path) as img:
+        original = (img.height, img.width)
+        large = size is not None and img.width * img.height > LARGE_PIXELS
+        if large:
+            img.draft(None, (size, size))
+        try:
+            img.load()
+        except (OSError, UnidentifiedImageError) as err:
+            raise _unreadable(path, err) from err
+        if not large:
+            return img, original
+        if img.mode in _REDUCIBLE:
+            img = img.convert(_REDUCIBLE[img.mode])
+        factors = (max(1, img.width // size), max(1, img.height // size))
+        return img.reduce(factors) if factors != (1, 1) else img, original
 
 
 def to_rgb_uint8(img: Image.Image) -> np.ndarray:
@@ -41,9 +95,9 @@ def read_rgb(path: str | Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
     Returns:
         A (size, size, 3) uint8 array (bilinear resize) and the original (height, width).
     """
-    rgb = to_rgb_uint8(open_image(Path(path)))
-    original = (int(rgb.shape[0]), int(rgb.shape[1]))
-    if original != (size, size):
+    img, original = open_image(Path(path), size)
+    rgb = to_rgb_uint8(img)
+    if rgb.shape[:2] != (size, size):
         rgb = np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR))
     return np.array(rgb, copy=True), original
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from siamese_ad.data.images import list_images
+from siamese_ad.data.mvtec import refuse_shared_mask
 from siamese_ad.data.sample import GOOD, CategoryData, DataError, Sample, warn_missing_masks
 
 MASKS = "masks"
@@ -19,12 +20,18 @@ LAYOUT_HINT = (
 )
 
 
-def _mask_for(root: Path, defect: str, image: Path) -> Path | None:
+def _mask_for(root: Path, defect: str, image: Path, siblings: list[Path]) -> Path | None:
+    """The mask of `image`: masks/<defect>/<stem>.* or <stem>_mask.*, None when absent.
+
+    Raises:
+        DataError: a mask exists but another image of the defect folder (`siblings`) shares the
+            stem, so it could belong to either (as data/mvtec.py).
+    """
     folder = root / MASKS / defect
-    for candidate in sorted(folder.glob(f"{image.stem}*")) if folder.is_dir() else []:
-        if candidate.stem in (image.stem, f"{image.stem}_mask"):
-            return candidate
-    return None
+    candidates = sorted(folder.glob(f"{image.stem}*")) if folder.is_dir() else []
+    found = next((c for c in candidates if c.stem in (image.stem, f"{image.stem}_mask")), None)
+    refuse_shared_mask(found, image, siblings)
+    return found
 
 
 def read_folder(root: str | Path, holdout_every: int = 5) -> CategoryData:
@@ -35,7 +42,8 @@ def read_folder(root: str | Path, holdout_every: int = 5) -> CategoryData:
         holdout_every: every `holdout_every`-th good image (sorted by name) is kept for testing.
 
     Raises:
-        DataError: `good/` is missing or empty.
+        DataError: `good/` is missing or empty; a mask is ambiguous (two images of one defect
+            folder share a stem).
     """
     root = Path(root)
     good_dir = root / GOOD
@@ -47,8 +55,7 @@ def read_folder(root: str | Path, holdout_every: int = 5) -> CategoryData:
     train = [Sample(p, 0) for i, p in enumerate(good) if (i + 1) % holdout_every]
     test = [Sample(p, 0) for i, p in enumerate(good) if not (i + 1) % holdout_every]
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in (GOOD, MASKS)):
-        test += [
-            Sample(p, 1, folder.name, _mask_for(root, folder.name, p)) for p in list_images(folder)
-        ]
+        images = list_images(folder)
+        test += [Sample(p, 1, folder.name, _mask_for(root, folder.name, p, images)) for p in images]
     warn_missing_masks(test, root)
     return CategoryData(name=root.name, root=root, train=train, test=test)

@@ -7,9 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from siamese_ad.data.decode import IMAGE_SUFFIXES, list_images, open_image, read_rgb
+from siamese_ad.data.decode import (
+    IMAGE_SUFFIXES,
+    list_images,
+    open_header,
+    open_image,
+    read_rgb,
+)
 from siamese_ad.data.sample import DataError
 
 __all__ = [
@@ -28,11 +34,8 @@ _GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 
 def image_size_of(path: Path) -> tuple[int, int]:
     """Returns (height, width) from the file header."""
-    try:
-        with Image.open(path) as img:
-            return img.height, img.width
-    except (OSError, UnidentifiedImageError) as err:
-        raise DataError(f"cannot read image {path}: {err}. Replace or remove the file.") from err
+    with open_header(path) as img:
+        return img.height, img.width
 
 
 def load_image(path: str | Path, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -86,7 +89,7 @@ def load_mask(
         A (size, size) bool tensor.
     """
     path = Path(path)
-    img = open_image(path)
+    img, _ = open_image(path)
     if (img.height, img.width) != tuple(image_hw):
         raise DataError(
             f"mask {path} is {img.width}x{img.height} but its image {image_path} is "

@@ -33,14 +33,24 @@ def _find_mask(root: Path, defect: str, image: Path, siblings: list[Path]) -> Pa
         ),
         None,
     )
+    refuse_shared_mask(found, image, siblings)
+    return found
+
+
+def refuse_shared_mask(mask: Path | None, image: Path, siblings: list[Path]) -> None:
+    """Refuses a stem-matched `mask` when another of `siblings` (the images of the same folder)
+    shares `image`'s stem: the mask could belong to either.
+
+    Raises:
+        DataError: naming the mask and the images, with the fix.
+    """
     twins = [p for p in siblings if p.stem == image.stem and p != image]
-    if found is not None and twins:
+    if mask is not None and twins:
         names = " and ".join(str(p) for p in sorted([image, *twins]))
         raise DataError(
-            f"ambiguous mask {found}: it could belong to {names}, which share the name "
+            f"ambiguous mask {mask}: it could belong to {names}, which share the name "
             f"{image.stem!r}. Rename all but one of them (and give each its own mask)."
         )
-    return found
 
 
 def read_mvtec(root: str | Path) -> CategoryData:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,6 +13,7 @@ import numpy as np
 from siamese_ad.data.sample import CategoryData, DataError, Sample
 
 VALIDATION_SALT = 5  # keeps the validation draw independent of the few-shot draw
+MANIFEST = "manifest.json"  # a run folder's copy of its checkpoint's manifest
 
 
 @dataclass
@@ -20,29 +24,58 @@ class SplitManifest:
         train: normal training images.
         anomalies: real anomalous images moved from the test split into the training pool.
         validation: images that choose the decision thresholds (never trained on, never tested).
+        sha256: path -> SHA-256 of the file's bytes, for every train and anomalies image
+            (`record_sha256`; empty in manifests written before it existed).
     """
 
     train: list[str] = field(default_factory=list)
     anomalies: list[str] = field(default_factory=list)
     validation: list[str] = field(default_factory=list)
+    sha256: dict[str, str] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, list[str]]:
+    def to_dict(self) -> dict:
         return {
             "train": list(self.train),
             "anomalies": list(self.anomalies),
             "validation": list(self.validation),
+            "sha256": dict(self.sha256),
         }
 
     @classmethod
-    def from_dict(cls, raw: dict[str, list[str]]) -> SplitManifest:
+    def from_dict(cls, raw: dict) -> SplitManifest:
         return cls(
             train=list(raw.get("train", [])),
             anomalies=list(raw.get("anomalies", [])),
             validation=list(raw.get("validation", [])),
+            sha256=dict(raw.get("sha256", {})),
         )
 
     def trained_on(self) -> set[str]:
         return set(self.train) | set(self.anomalies)
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, as hex."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_manifest_file(path: Path, recorded: dict) -> None:
+    """Reads a run folder's manifest.json back and warns, naming it, when it is not the manifest
+    the checkpoint recorded (`recorded`), which is the one used."""
+    try:
+        same = json.loads(path.read_text()) == recorded
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        warnings.warn(
+            f"{path} is missing, unreadable or differs from the manifest inside the checkpoint "
+            "(edited?); the checkpoint's record of the images it trained on is used.",
+            stacklevel=2,
+        )
 
 
 def relative_key(sample: Sample, root: Path) -> str:
@@ -127,8 +160,16 @@ def make_split(
     return Split(train, anomalies, test, manifest, validation)
 
 
+def record_sha256(split: Split, root: Path) -> None:
+    """Fills split.manifest.sha256 with the SHA-256 of every train and anomalies image."""
+    split.manifest.sha256 = {
+        relative_key(s, root): file_sha256(s.image) for s in split.train + split.anomalies
+    }
+
+
 def exclude_trained(samples: list[Sample], manifest: SplitManifest, root: Path) -> list[Sample]:
-    """Drops the manifest's real anomalies from `samples`; refuses a trained normal image.
+    """Drops the manifest's real anomalies from `samples`, and any image whose bytes equal a
+    trained one's (a renamed copy; warned about); refuses a trained normal image by path.
 
     Raises:
         DataError: a normal training image of the manifest is among `samples`.
@@ -141,4 +182,12 @@ def exclude_trained(samples: list[Sample], manifest: SplitManifest, root: Path) 
             f"{overlap[0]} (and {len(overlap) - 1} more) was used to train this checkpoint and "
             "cannot be scored; evaluate on images the model has not seen."
         )
-    return kept
+    trained = set(manifest.sha256.values())
+    copies = [s.image for s in kept if trained and file_sha256(s.image) in trained]
+    if copies:
+        warnings.warn(
+            f"{copies[0]} (and {len(copies) - 1} more) holds the same bytes as an image this "
+            "checkpoint trained on (a renamed copy); left out of scoring.",
+            stacklevel=2,
+        )
+    return [s for s in kept if s.image not in set(copies)]

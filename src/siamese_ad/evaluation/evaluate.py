@@ -17,7 +17,7 @@ from siamese_ad.checkpoint import CHECKPOINT
 from siamese_ad.data.dataset import ImageSet, load_images, read_category
 from siamese_ad.data.modality import image_loader
 from siamese_ad.data.sample import DataError
-from siamese_ad.data.splits import SplitManifest, exclude_trained
+from siamese_ad.data.splits import MANIFEST, SplitManifest, check_manifest_file, exclude_trained
 from siamese_ad.evaluation.inference import Detector, Inference
 from siamese_ad.evaluation.thresholds import Thresholds, validation_thresholds
 
@@ -141,6 +141,7 @@ def evaluate_run(
     root = Path(data_root or cfg.data.root)
     data = read_category(root, cfg.data.format)
     manifest = SplitManifest.from_dict(detector.payload["manifest"])
+    check_manifest_file(checkpoint.parent / MANIFEST, detector.payload["manifest"])
     test = exclude_trained(data.test, manifest, data.root)
     loader = image_loader(cfg.data, checkpoint.parent)
     images = load_images(test, cfg.data.image_size, loader, "test images")

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from siamese_ad.checkpoint import CHECKPOINT, load_model, read_checkpoint
 from siamese_ad.config import Config
-from siamese_ad.device import autocast, select_device, to_device
+from siamese_ad.device import select_device, to_device
 from siamese_ad.evaluation.inputs import ImageInput, batches, resize_map
 from siamese_ad.models.folding import fold_checked
 from siamese_ad.models.unet import TeacherStudentUNet
@@ -161,8 +161,7 @@ class Detector:
         if self.compile and n < bs:  # one graph for every batch: pad with the last image
             chunk = torch.cat([chunk, chunk[-1:].expand(bs - n, *chunk.shape[1:])])
         x = to_device(chunk, self.device, self.cfg.train.channels_last)
-        with autocast(self.device, self.cfg.train.bf16):
-            out = self._score(x)
+        out = self._score(x)  # float32, as the exported graph (no bf16 convolutions in ONNX)
         dev = out.score_deviation
         return AnomalyOutput(
             out.map[:n].float().cpu(),

@@ -14,7 +14,7 @@ import torch
 
 from siamese_ad.config import Config
 from siamese_ad.data.dataset import ImageSet
-from siamese_ad.device import autocast, to_device
+from siamese_ad.device import to_device
 from siamese_ad.models.unet import TeacherStudentUNet
 from siamese_ad.scoring import AnomalyScorer
 from siamese_ad.thresholds import Thresholds, thresholds_for
@@ -41,13 +41,13 @@ class Scored:
 def score_images(
     model: TeacherStudentUNet, images: torch.Tensor, cfg: Config, device: torch.device
 ) -> Scored:
-    """The model's outputs on (N, 3, S, S) uint8 images, batch by batch in eval mode."""
+    """The model's outputs on (N, 3, S, S) uint8 images, batch by batch in eval mode, in float32
+    as every later scoring (evaluate, predict, the exported graph), whatever train.bf16 says."""
     model.eval()
     scorer = AnomalyScorer(model, cfg.scoring, cfg.deviation.topk).to(device).eval()
     outs = []
-    for chunk in images.split(cfg.train.batch_size):
-        with autocast(device, cfg.train.bf16):
-            outs.append(scorer(to_device(chunk, device, cfg.train.channels_last)))
+    for chunk in images.split(cfg.train.batch_size):  # float32 even when trained under bf16
+        outs.append(scorer(to_device(chunk, device, cfg.train.channels_last)))
 
     def cat(tensors: list[torch.Tensor]) -> np.ndarray:
         return torch.cat([t.float().cpu() for t in tensors]).numpy()

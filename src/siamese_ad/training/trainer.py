@@ -31,7 +31,7 @@ from siamese_ad.config import Config
 from siamese_ad.data.dataset import ImageLoader, ImageSet, load_images, read_category
 from siamese_ad.data.modality import image_loader
 from siamese_ad.data.sample import Sample
-from siamese_ad.data.splits import make_split
+from siamese_ad.data.splits import MANIFEST, make_split, record_sha256
 from siamese_ad.data.synthesis import AnomalySynthesizer
 from siamese_ad.device import select_device
 from siamese_ad.io import atomic_write_text
@@ -112,7 +112,7 @@ def _resume(path: Path, cfg: Config, manifest: dict, device: torch.device):
             f"{path} was trained with other settings (checkpoint vs now: {changes}); resume "
             "with the same settings, or train into a new --out."
         )
-    if payload["manifest"] != manifest:
+    if payload["manifest"] != {k: manifest.get(k) for k in payload["manifest"]}:  # old: no sha256
         raise CheckpointError(
             f"{path} was trained on other images than this configuration selects; "
             "resume with the same data, --shots, --real-anomalies and --seed, or use a new --out."
@@ -138,7 +138,7 @@ class _Run:
     device: torch.device
     validation_set: ValidationSet | None = None
     cache: TeacherCache | None = None
-    validation_images: ImageSet | None = None  # decoded once, by held_out()
+    validation_images: ImageSet | None = None  # decoded once, by held_out() in _prepare
     extra: dict = field(default_factory=dict)  # the checkpoint's "extra": thresholds at the end
 
     def save(self, optimizer: torch.optim.Optimizer | None = None) -> None:
@@ -216,6 +216,7 @@ def _prepare(cfg: Config, out_dir: Path, resume: bool) -> tuple[_Run, dict | Non
     split = make_split(
         data, cfg.data.shots, cfg.data.real_anomalies, cfg.train.seed, cfg.data.validation_fraction
     )
+    record_sha256(split, data.root)  # evaluate leaves out renamed copies of these images
     manifest = split.manifest.to_dict()
     loader = image_loader(cfg.data, out_dir)
     normals = load_images(split.train, cfg.data.image_size, loader, "training images").images
@@ -230,7 +231,7 @@ def _prepare(cfg: Config, out_dir: Path, resume: bool) -> tuple[_Run, dict | Non
     out_dir.mkdir(parents=True, exist_ok=True)
     if distributed.is_main():
         cfg.to_yaml(out_dir / "config.yaml")
-        atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2))
+        atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, indent=2))
     pool = None
     if state.stage != "done" and (cfg.contrastive.enabled or cfg.deviation.enabled):
         real = None
@@ -238,6 +239,8 @@ def _prepare(cfg: Config, out_dir: Path, resume: bool) -> tuple[_Run, dict | Non
             real = load_images(split.anomalies, cfg.data.image_size, loader, "real anomalies")
         pool = build_pool(normals, real, cfg)
     run = _Run(cfg, ckpt, manifest, model, state, normals, split.validation, loader, pool, device)
+    if split.validation:  # decoded now: a bad file stops training before its first epoch
+        run.held_out()
     if cfg.train.cache_teacher:
         run.cache = TeacherCache(
             model, device, cfg.train.bf16, cfg.train.channels_last, cfg.train.batch_size
