@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from siamese_ad import metrics
+from siamese_ad.config import SynthesisConfig
 from siamese_ad.data.dataset import load_images, read_category
 from siamese_ad.data.modality import image_loader
 from siamese_ad.data.splits import SplitManifest, exclude_trained
@@ -100,13 +100,13 @@ def image_scores(maps: torch.Tensor, dists: list[torch.Tensor], detector: Detect
     return out
 
 
-def run_one(run: Path, pro: bool) -> dict:
+def run_one(run: Path, pro: bool, synthesis: SynthesisConfig | None) -> dict:
     detector = Detector.load(run, device="cpu")
     cfg = detector.cfg
     size = cfg.data.image_size
     loader = image_loader(cfg.data, run)
     val_images = load_images(validation_samples(detector), size, loader, "validation images")
-    vset = make_validation_set(val_images.images, cfg)
+    vset = make_validation_set(val_images.images, cfg, synthesis)
     data = read_category(cfg.data.root, cfg.data.format)
     manifest = SplitManifest.from_dict(detector.payload["manifest"])
     test = load_images(exclude_trained(data.test, manifest, data.root), size, loader, "test")
@@ -143,10 +143,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--no-aupro", action="store_true")
+    parser.add_argument(
+        "--val-synthesis",
+        help="min_patches,max_patches,min_size,max_size of the validation anomalies "
+        "(default: the default synthesis, as train's validation signal)",
+    )
     args = parser.parse_args(argv)
-    table: dict[str, Callable | dict] = {}
+    synthesis = None
+    if args.val_synthesis:
+        lo, hi, small, large = args.val_synthesis.split(",")
+        synthesis = SynthesisConfig(
+            min_patches=int(lo), max_patches=int(hi), min_size=float(small), max_size=float(large)
+        )
+    table: dict[str, dict] = {}
     for run in args.runs:
-        table[str(run)] = run_one(run, not args.no_aupro)
+        table[str(run)] = run_one(run, not args.no_aupro, synthesis)
     if args.json:
         args.json.write_text(json.dumps(table, indent=2))
 

@@ -40,13 +40,20 @@ class ValidationSet:
     labels: np.ndarray
 
 
-def make_validation_set(normals: Tensor, cfg: Config) -> ValidationSet | None:
-    """Builds the set from (N, 3, S, S) uint8 validation images; None when N < MIN_VALIDATION."""
+def make_validation_set(
+    normals: Tensor, cfg: Config, synthesis: SynthesisConfig | None = None
+) -> ValidationSet | None:
+    """Builds the set from (N, 3, S, S) uint8 validation images; None when N < MIN_VALIDATION.
+
+    `synthesis` defaults to the default SynthesisConfig, not the run's: one yardstick for runs
+    that differ in their synthesis (benchmarks may pass another to make a harder one).
+    """
     if len(normals) < MIN_VALIDATION:
         return None
     arrays = [img.permute(1, 2, 0).numpy() for img in normals]
-    # the default synthesis, not the run's: one yardstick for runs that differ in synthesis
-    synth = AnomalySynthesizer.from_config(arrays, SynthesisConfig(), cfg.data.object_type)
+    synth = AnomalySynthesizer.from_config(
+        arrays, synthesis or SynthesisConfig(), cfg.data.object_type
+    )
     rng = np.random.default_rng(cfg.train.seed * 1_000_003 + STAGE_SALT["validation"])
     made = [synth(i, rng) for i in range(len(arrays))]
     anomalies = torch.stack([torch.from_numpy(image).permute(2, 0, 1) for image, _ in made])
