@@ -1,4 +1,5 @@
-"""Does torch.compile pay for siamese-ad inference? WRN50-2 (random weights), 256 px, batch 16.
+"""Does torch.compile pay for siamese-ad inference? WRN50-2 (random weights), 256 px, batch 16,
+bf16 scoring.
 
 Usage: python benchmarks/compile_check.py   (prints eager and compiled images/s, best of 3)
 """
@@ -28,7 +29,7 @@ def images_per_second(detector: Detector, images: torch.Tensor, repeats: int = 3
 
 def main() -> None:
     cfg = paper_preset()
-    cfg.model.weights, cfg.model.cpam, cfg.train.bf16 = "none", False, True
+    cfg.model.weights, cfg.model.cpam, cfg.scoring.bf16 = "none", False, True
     cfg.scoring.image_score = "max"
     detector = Detector.from_model(build_unet(cfg.model), cfg, torch.device("cpu"), {})
     images = torch.randint(0, 255, (BATCH, 3, 256, 256), dtype=torch.uint8)

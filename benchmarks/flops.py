@@ -3,8 +3,8 @@ throughput our inference reaches: the roofline behind docs/performance.md.
 
 Counts come from `torch.utils.flop_counter.FlopCounterMode` (convolutions and matrix products,
 2 FLOPs per multiply-add) on one 256 px image, random weights. The timed part runs siamese-ad's
-scorer eagerly at batch 16 (bf16 autocast, channels_last, BatchNorm folded, as `Detector` does),
-and the torch profiler splits its time between convolutions and everything else.
+scorer eagerly at batch 16 as `Detector` does with scoring.bf16 on (bf16 autocast, channels_last,
+BatchNorm folded), and the torch profiler splits its time between convolutions and the rest.
 
     python benchmarks/flops.py --out runs/flops.json          # needs: pip install -e .[bench]
 """

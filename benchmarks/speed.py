@@ -13,12 +13,16 @@ Measured per variant:
   copied to host memory as a user receives them;
 - latency: ms per call at batch 1, the same path.
 
-Variants: siamese-ad basic block (no CPAM, no contrastive part: the RD block) with the settings a
-user gets (bf16 autocast, channels_last), the same in fp32, siamese-ad with CPAM, and anomalib's
-ReverseDistillationModel (fp32, its own anomaly map and score; pre_trained=False).
+Variants: siamese-ad basic block (no CPAM, no contrastive part: the RD block), channels_last,
+the same with CPAM (and through torch.compile with --compile), each in the precisions --precision
+names, the label ending with it: "bf16" runs training under bf16 autocast (train.bf16) and
+scoring too (scoring.bf16), "fp32" neither. A user of the cpu preset trains in bf16 and, by
+default, scores in float32. Then anomalib's ReverseDistillationModel (fp32, its own anomaly map
+and score; pre_trained=False), unless --no-anomalib.
 
     python benchmarks/speed.py --out runs/speed.json            # needs: pip install -e .[bench]
     python benchmarks/speed.py --quick                          # smoke test, under a minute
+    python benchmarks/speed.py --quick --no-anomalib            # without anomalib installed
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ class Variant:
 
     name: str
     impl: str  # ours | anomalib
-    bf16: bool
+    bf16: bool  # bf16 autocast in training (train.bf16) and in scoring (scoring.bf16)
     cpam: bool = False
     compile: bool = False  # inference through torch.compile (Detector(compile=True)); no training
 
@@ -71,27 +75,32 @@ class Runner:
     infer: Callable[[torch.Tensor], None]
 
 
-def variants(bf16: bool, compile: bool = False) -> list[Variant]:
-    rows = [Variant("siamese-ad", "ours", bf16)]
-    if compile:
-        rows.append(Variant("siamese-ad compiled", "ours", bf16, compile=True))
-    if bf16:
-        rows.append(Variant("siamese-ad fp32", "ours", False))
-    rows += [
-        Variant("siamese-ad+cpam", "ours", bf16, cpam=True),
-        Variant("anomalib-rd", "anomalib", False),
-    ]
+PRECISIONS = {"bf16": True, "fp32": False}  # row label suffix -> bf16 autocast
+REFERENCE = "anomalib-rd"
+
+
+def variants(precision: str, compile: bool = False, anomalib: bool = True) -> list[Variant]:
+    """The rows: siamese-ad's in each precision ("bf16", "fp32" or "both"), then anomalib's."""
+    rows = []
+    for label in PRECISIONS if precision == "both" else (precision,):
+        bf16 = PRECISIONS[label]
+        rows.append(Variant(f"siamese-ad {label}", "ours", bf16))
+        if compile:
+            rows.append(Variant(f"siamese-ad compiled {label}", "ours", bf16, compile=True))
+        rows.append(Variant(f"siamese-ad+cpam {label}", "ours", bf16, cpam=True))
+    if anomalib:
+        rows.append(Variant(REFERENCE, "anomalib", False))
     return rows
 
 
 def bench_config(backbone: str, size: int, decoder_blocks: int, bf16: bool, cpam: bool) -> Config:
     """The paper preset as benchmarked: random weights, channels_last, the RD block (contrastive
-    part off) with or without CPAM, max-of-map score."""
+    part off) with or without CPAM, max-of-map score; bf16 autocast in training and scoring."""
     cfg = paper_preset()
     cfg.model.backbone, cfg.model.weights, cfg.model.cpam = backbone, "none", cpam
     cfg.model.decoder_blocks = decoder_blocks
     cfg.data.image_size = size
-    cfg.train.bf16, cfg.train.channels_last = bf16, True
+    cfg.train.bf16, cfg.scoring.bf16, cfg.train.channels_last = bf16, bf16, True
     cfg.contrastive.enabled = False
     cfg.scoring.image_score = "max"
     return cfg.validate()
@@ -261,7 +270,7 @@ def peak_memory(v: Variant, mode: str, n: int, backbone: str, args: argparse.Nam
 def bench_backbone(backbone: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
     dev = torch.device(args.device)
     train_bs = args.train_batch or (16 if backbone == "resnet18" else 8)
-    rows = variants(args.bf16, args.compile)
+    rows = variants(args.precision, args.compile, args.anomalib)
     runners = {v.name: build(v, args, backbone, dev) for v in rows}
     train = interleaved(runners, "train", batch(train_bs, args.image_size), args)
     infer = interleaved(runners, "infer", batch(args.batch_size, args.image_size), args)
@@ -292,26 +301,28 @@ def bench_backbone(backbone: str, args: argparse.Namespace) -> dict[str, dict[st
 
 
 def ratios(rows: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-    """Every siamese-ad row over anomalib's, per metric (latency and memory: lower is better)."""
-    ref = rows["anomalib-rd"]
+    """Every siamese-ad row over anomalib's, per metric (latency and memory: lower is better);
+    none without an anomalib row."""
+    ref = rows.get(REFERENCE)
     return {
         name: {m: row[m] / ref[m] for m in row if m in ref and not m.endswith("batch")}
         for name, row in rows.items()
-        if name != "anomalib-rd"
+        if ref is not None and name != REFERENCE
     }
 
 
 def print_table(results: dict[str, dict[str, dict[str, float]]]) -> None:
-    head = f"{'backbone':<16}{'variant':<18}" + "".join(f"{m:>16}" for m in METRICS)
+    head = f"{'backbone':<16}{'variant':<28}" + "".join(f"{m:>16}" for m in METRICS)
     print(head)
     for backbone, rows in results.items():
         for name, row in rows.items():
             cells = "".join(f"{row.get(m, float('nan')):>16.1f}" for m in METRICS)
-            print(f"{backbone:<16}{name:<18}{cells}")
+            print(f"{backbone:<16}{name:<28}{cells}")
         for name, rat in ratios(rows).items():
             cells = "".join(f"{rat.get(m, float('nan')):>15.2f}x" for m in METRICS)
-            print(f"{backbone:<16}{name + ' / rd':<18}{cells}")
-    print("ratios = siamese-ad / anomalib-rd: *_ips higher is better, ms and MiB lower is better")
+            print(f"{backbone:<16}{name + ' / rd':<28}{cells}")
+    if any(ratios(rows) for rows in results.values()):
+        print("ratios = siamese-ad / anomalib-rd: *_ips higher, ms and MiB lower is better")
 
 
 def cpu_model() -> str:
@@ -343,7 +354,18 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--decoder-blocks", type=int, default=2, help="siamese-ad decoder blocks")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument(
+        "--precision",
+        choices=[*PRECISIONS, "both"],
+        default="both",
+        help="siamese-ad rows under bf16 autocast (training and scoring), in fp32, or both",
+    )
+    p.add_argument(
+        "--anomalib",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the anomalib RD row and the ratios to it (--no-anomalib: siamese-ad rows only)",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     p.add_argument(

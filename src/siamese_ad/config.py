@@ -133,7 +133,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.5, 0.999)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    bf16: bool = False  # bf16 autocast while training (AMX CPUs, recent GPUs); scoring is float32
+    bf16: bool = False  # bf16 autocast while training (AMX CPUs, recent GPUs); see scoring.bf16
     channels_last: bool = True
     distill_reduction: str = "flatten"  # flatten (eq. 1 as the RD code) | pixel
     lr_schedule: str = "constant"  # constant | cosine (per step, to 0 at each stage's end)
@@ -235,6 +235,10 @@ class ScoringConfig:
     sigma: float = 4.0  # Gaussian blur of the anomaly map, in pixels
     image_score: str = "auto"  # auto (deviation after stage 2, else max) | max | deviation
     threshold_quantile: float = 0.99  # of normal validation scores, when no anomaly to fit F1
+    # bf16 autocast in checkpoint scoring (train's calibration, evaluate, predict, Detector):
+    # faster where the CPU/GPU has bf16. Off: float32, as the exported graph. On: train also
+    # stores float32 thresholds from the same validation images, which export writes
+    bf16: bool = False
 
     def validate(self) -> None:
         _check_positive("scoring.sigma", self.sigma, allow_zero=True)

@@ -3,7 +3,8 @@
 Image and pixel thresholds are F1-optimal where the validation images include anomalies (and,
 for pixels, their masks), else the `scoring.threshold_quantile` quantile of the normal validation
 scores (pixels). An image (pixel) is anomalous when its score is strictly above the threshold.
-`train` chooses them at its end and stores them in the checkpoint (payload["extra"][EXTRA_KEY]);
+`train` chooses them at its end and stores them in the checkpoint (payload["extra"][EXTRA_KEY],
+in the precision of scoring.bf16; with it on, float32 ones also under FLOAT32_KEY for export);
 everything after training only reads them.
 
 Normalised score: a logistic map of the raw score s,
@@ -31,6 +32,9 @@ if TYPE_CHECKING:  # only annotated: the ONNX runner imports this module without
     from siamese_ad.data.dataset import ImageSet
 
 EXTRA_KEY = "thresholds"  # where a checkpoint's payload["extra"] holds them
+# float32 ones for the exported graph, stored beside EXTRA_KEY's when scoring.bf16 made those
+# bf16 ones (a bf16 run's scores differ from float32 ones by bf16 rounding)
+FLOAT32_KEY = "thresholds_float32"
 LOGIT_AT_CENTRE = float(np.log(9.0))  # n(centre) = 0.1
 
 
@@ -84,6 +88,13 @@ def stored_thresholds(payload: Mapping[str, Any]) -> Thresholds | None:
     images, or before `train` chose them."""
     raw = (payload.get("extra") or {}).get(EXTRA_KEY)
     return Thresholds.from_dict(raw) if raw else None
+
+
+def float32_thresholds(payload: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The stored thresholds (Thresholds.to_dict()) for float32 scoring, as the exported graph
+    does: FLOAT32_KEY's for a run that scored in bf16, else the checkpoint's own; None without."""
+    extra = payload.get("extra") or {}
+    return extra.get(FLOAT32_KEY) or extra.get(EXTRA_KEY) or None
 
 
 def f1_threshold(scores: np.ndarray, labels: np.ndarray) -> float:

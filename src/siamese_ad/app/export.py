@@ -2,8 +2,8 @@
 
 The graph holds everything `AnomalyScorer` does in float32 (teacher, bottleneck, student, eq. 2
 map, Gaussian blur, the configured image score with its deviation standardisation) and, when the
-checkpoint holds them (train stores them in its `extra["thresholds"]`), the image and pixel
-decisions. Inputs are fixed at
+checkpoint holds them (train stores them in its `extra`), the image and pixel decisions, with
+the thresholds chosen in float32 (a scoring.bf16 run stores those apart). Inputs are fixed at
 the checkpoint's image size S (EfficientNet-Lite's TF-SAME padding is resolved at that size);
 the batch size is dynamic. A JSON file beside the model says how to feed and read it.
 """
@@ -26,7 +26,7 @@ from siamese_ad.checkpoint import CHECKPOINT
 from siamese_ad.evaluation.inference import Detector
 from siamese_ad.io import atomic_write, atomic_write_text
 from siamese_ad.scoring import AnomalyScorer
-from siamese_ad.thresholds import EXTRA_KEY, LOGIT_AT_CENTRE
+from siamese_ad.thresholds import LOGIT_AT_CENTRE, float32_thresholds
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth", ".ts")}
@@ -160,7 +160,7 @@ def build_exportable(
     mode; returns the module and its metadata."""
     detector = Detector.load(checkpoint, device="cpu", weights=weights)
     scorer = detector.scorer.to(memory_format=torch.contiguous_format).float().eval()
-    thresholds = (detector.payload.get("extra") or {}).get(EXTRA_KEY)
+    thresholds = float32_thresholds(detector.payload)  # the graph scores in float32
     decision = decision_from(thresholds)
     module = ExportedScorer(scorer, decision).eval()
     cfg = detector.cfg

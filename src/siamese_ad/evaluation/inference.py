@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from siamese_ad.checkpoint import CHECKPOINT, load_model, read_checkpoint
 from siamese_ad.config import Config
-from siamese_ad.device import select_device, to_device
+from siamese_ad.device import autocast, select_device, to_device
 from siamese_ad.evaluation.inputs import ImageInput, batches, resize_map
 from siamese_ad.models.folding import fold_checked
 from siamese_ad.models.unet import TeacherStudentUNet
@@ -77,6 +77,8 @@ class Detector:
     constants): the first batch of each size pays the compilation (seconds to a minute), later
     ones run faster. `run` pads a short last batch to the batch size so that one compiled graph
     serves every batch. If compilation fails (no C++ compiler, say) it warns and runs eagerly.
+    Scoring runs in float32, or under bf16 autocast when the checkpoint's scoring.bf16 says so
+    (its stored thresholds were then chosen in bf16 too).
     """
 
     scorer: AnomalyScorer
@@ -161,7 +163,8 @@ class Detector:
         if self.compile and n < bs:  # one graph for every batch: pad with the last image
             chunk = torch.cat([chunk, chunk[-1:].expand(bs - n, *chunk.shape[1:])])
         x = to_device(chunk, self.device, self.cfg.train.channels_last)
-        out = self._score(x)  # float32, as the exported graph (no bf16 convolutions in ONNX)
+        with autocast(self.device, self.cfg.scoring.bf16):  # off: float32, as the ONNX graph
+            out = self._score(x)
         dev = out.score_deviation
         return AnomalyOutput(
             out.map[:n].float().cpu(),

@@ -2,7 +2,8 @@
 
 One inference pass over the validation images (never trained on, never tested) gives their
 anomaly maps and image scores; siamese_ad/thresholds.py turns them into thresholds, which the
-trainer saves in the checkpoint. Nothing after training writes to it.
+trainer saves in the checkpoint. Nothing after training writes to it. Scoring runs in the precision
+of scoring.bf16; with it on, a second, float32 pass gives the exported graph's thresholds.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import torch
 
 from siamese_ad.config import Config
 from siamese_ad.data.dataset import ImageSet
-from siamese_ad.device import to_device
+from siamese_ad.device import autocast, to_device
 from siamese_ad.models.unet import TeacherStudentUNet
 from siamese_ad.scoring import AnomalyScorer
-from siamese_ad.thresholds import Thresholds, thresholds_for
+from siamese_ad.thresholds import EXTRA_KEY, FLOAT32_KEY, Thresholds, thresholds_for
 
 
 @dataclass
@@ -39,15 +40,20 @@ class Scored:
 
 @torch.inference_mode()
 def score_images(
-    model: TeacherStudentUNet, images: torch.Tensor, cfg: Config, device: torch.device
+    model: TeacherStudentUNet,
+    images: torch.Tensor,
+    cfg: Config,
+    device: torch.device,
+    bf16: bool | None = None,
 ) -> Scored:
-    """The model's outputs on (N, 3, S, S) uint8 images, batch by batch in eval mode, in float32
-    as every later scoring (evaluate, predict, the exported graph), whatever train.bf16 says."""
+    """The model's outputs on (N, 3, S, S) uint8 images, batch by batch in eval mode, under bf16
+    autocast when `bf16` (default: scoring.bf16, as evaluate and predict score), else float32."""
     model.eval()
     scorer = AnomalyScorer(model, cfg.scoring, cfg.deviation.topk).to(device).eval()
     outs = []
-    for chunk in images.split(cfg.train.batch_size):  # float32 even when trained under bf16
-        outs.append(scorer(to_device(chunk, device, cfg.train.channels_last)))
+    for chunk in images.split(cfg.train.batch_size):  # whatever train.bf16 says
+        with autocast(device, cfg.scoring.bf16 if bf16 is None else bf16):
+            outs.append(scorer(to_device(chunk, device, cfg.train.channels_last)))
 
     def cat(tensors: list[torch.Tensor]) -> np.ndarray:
         return torch.cat([t.float().cpu() for t in tensors]).numpy()
@@ -64,8 +70,24 @@ def score_images(
 
 
 def calibrate(
-    model: TeacherStudentUNet, validation: ImageSet, cfg: Config, device: torch.device
+    model: TeacherStudentUNet,
+    validation: ImageSet,
+    cfg: Config,
+    device: torch.device,
+    bf16: bool | None = None,
 ) -> Thresholds:
-    """Thresholds for the trained model, chosen on its validation images (one pass)."""
-    scored = score_images(model, validation.images, cfg, device)
+    """Thresholds for the trained model, chosen on its validation images (one pass, in the
+    precision `score_images` takes)."""
+    scored = score_images(model, validation.images, cfg, device, bf16)
     return thresholds_for(validation, scored.scores, scored.maps, cfg.scoring.threshold_quantile)
+
+
+def stored_calibration(
+    model: TeacherStudentUNet, validation: ImageSet, cfg: Config, device: torch.device
+) -> dict[str, dict]:
+    """The checkpoint's threshold entries: EXTRA_KEY's in the precision of scoring.bf16 and, when
+    that is bf16, FLOAT32_KEY's for the float32 exported graph, from the same images."""
+    out = {EXTRA_KEY: calibrate(model, validation, cfg, device).to_dict()}
+    if cfg.scoring.bf16:
+        out[FLOAT32_KEY] = calibrate(model, validation, cfg, device, bf16=False).to_dict()
+    return out

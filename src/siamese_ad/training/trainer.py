@@ -37,9 +37,8 @@ from siamese_ad.device import select_device
 from siamese_ad.io import atomic_write_text
 from siamese_ad.models.teacher import resolve_stages
 from siamese_ad.models.unet import TeacherStudentUNet, build_unet
-from siamese_ad.thresholds import EXTRA_KEY
 from siamese_ad.training import distributed
-from siamese_ad.training.calibration import calibrate
+from siamese_ad.training.calibration import stored_calibration
 from siamese_ad.training.loop import STAGE_SALT, run_stage, schedule, seed_everything
 from siamese_ad.training.multimodal import train_rgbd
 from siamese_ad.training.pool import AnomalyPool
@@ -169,8 +168,9 @@ class _Run:
         validation images (siamese_ad/thresholds.py); a run without them saves none."""
         self.state.stage = "done"
         if self.validation and distributed.is_main():
-            thresholds = calibrate(self.model, self.held_out(), self.cfg, self.device)
-            self.extra[EXTRA_KEY] = thresholds.to_dict()
+            self.extra.update(
+                stored_calibration(self.model, self.held_out(), self.cfg, self.device)
+            )
         self.save()
 
     def run(self, stage: str, epochs: int, lr: float, step_type: type, optimizer_state) -> None:
