@@ -25,7 +25,7 @@ class Scored:
     """A model's outputs over N images.
 
     Attributes:
-        maps: (N, S, S) float32 anomaly maps.
+        maps: (N, H, W) float32 anomaly maps.
         scores: (N,) the configured image score.
         maxima: (N,) max of each map.
         deviations: (N,) deviation scores, or None before stage 2.
@@ -41,7 +41,7 @@ class Scored:
 def score_images(
     model: TeacherStudentUNet, images: torch.Tensor, cfg: Config, device: torch.device
 ) -> Scored:
-    """The model's outputs on (N, 3, S, S) uint8 images, batch by batch in eval mode, in float32
+    """The model's outputs on (N, 3, H, W) uint8 images, batch by batch in eval mode, in float32
     as every later scoring (evaluate, predict, the exported graph), whatever train.bf16 says."""
     model.eval()
     scorer = AnomalyScorer(model, cfg.scoring, cfg.deviation.topk).to(device).eval()

@@ -157,7 +157,7 @@ class _Run:
         return self.validation_images
 
     def reference_normals(self) -> torch.Tensor:
-        """(N, 3, S, S) uint8 normal images the deviation statistics come from: the validation
+        """(N, 3, H, W) uint8 normal images the deviation statistics come from: the validation
         images (held out of training) when there are at least MIN_REFERENCE, else the training
         images."""
         if len(self.validation) < MIN_REFERENCE:

@@ -30,8 +30,8 @@ class ValidationSet:
     """Normal validation images followed by one synthetic anomaly made from each.
 
     Attributes:
-        images: (M, 3, S, S) uint8.
-        masks: (M, S, S) bool, True where an image was changed.
+        images: (M, 3, H, W) uint8.
+        masks: (M, H, W) bool, True where an image was changed.
         labels: (M,) 1 for an image with a non-empty mask, else 0.
     """
 
@@ -41,7 +41,7 @@ class ValidationSet:
 
 
 def make_validation_set(normals: Tensor, cfg: Config) -> ValidationSet | None:
-    """Builds the set from (N, 3, S, S) uint8 validation images; None when N < MIN_VALIDATION."""
+    """Builds the set from (N, 3, H, W) uint8 validation images; None when N < MIN_VALIDATION."""
     if len(normals) < MIN_VALIDATION:
         return None
     arrays = [img.permute(1, 2, 0).numpy() for img in normals]
