@@ -101,7 +101,9 @@ class DataConfig:
     root: str = ""
     format: str = "mvtec"  # mvtec | folder | mvtec3d
     # the side of a square input, or [height, width]; each side a multiple of 32, >= 32
-    image_size: ImageSize = field(default=256, metadata={"coerce": image_size_value})
+    image_size: ImageSize = field(
+        default=256, metadata={"coerce": image_size_value, "metavar": "SIZE"}
+    )
     modality: str = "rgb"  # rgb | depth | rgbd (mvtec3d only)
     shots: int = 0  # 0 = every normal training image; k > 0 = a seeded choice of k
     real_anomalies: int = 0  # anomalous test images per defect type moved into training
