@@ -128,7 +128,7 @@ def test_field_flag_takes_a_pair(capsys: pytest.CaptureFixture[str]) -> None:
     ("flags", "message"),
     [
         (["--image-size", "64x"], "argument --image-size: '64x' is not an image size"),
-        (["--image-size", "64x32x32"], "give one side (256) or HEIGHTxWIDTH (416x160)"),
+        (["--image-size", "64x32x32"], "give one side (256) or HEIGHTxWIDTH (448x192)"),
         (["--image-size", "64x40"], "data.image_size=[64, 40]: height and width must each"),
         (["--data.image_size", "[64, 32, 32]"], "data.image_size=[64, 32, 32] is not valid"),
     ],
@@ -142,3 +142,15 @@ def test_bad_image_sizes_exit_2_with_one_line(
         code = exit_info.code
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_sizes_the_teacher_cannot_take_exit_2_naming_a_fix(
+    tiny_category: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The cpu preset's efficientnet_lite0 has a deepest stride of 32: sides in multiples of 64."""
+    out = tmp_path / "run"
+    args = ["train", "--data", str(tiny_category), "--out", str(out), "--weights", "none"]
+    assert main([*args, "--image-size", "96x64", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "data.image_size=[96, 64]" in err and "multiple of 64; e.g. --image-size 128x64" in err
+    assert not (out / "config.yaml").exists() and not (out / "checkpoint.pt").exists()

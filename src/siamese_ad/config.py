@@ -61,7 +61,7 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
 
 
 ImageSize: TypeAlias = int | tuple[int, int]  # a square side, or (height, width)
-_SIZE_FORMS = "one int (square, e.g. 256) or a pair [height, width] (e.g. [416, 160])"
+_SIZE_FORMS = "one int (square, e.g. 256) or a pair [height, width] (e.g. [448, 192])"
 
 
 def image_size_value(name: str, value: Any, default: Any = None) -> ImageSize:
