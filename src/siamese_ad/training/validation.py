@@ -41,7 +41,7 @@ class ValidationSet:
 
 
 def make_validation_set(normals: Tensor, cfg: Config) -> ValidationSet | None:
-    """Builds the set from (N, 3, H, W) uint8 validation images; None when N < MIN_VALIDATION."""
+    """Builds the set from (N, 3, S, S) uint8 validation images; None when N < MIN_VALIDATION."""
     if len(normals) < MIN_VALIDATION:
         return None
     arrays = [img.permute(1, 2, 0).numpy() for img in normals]
