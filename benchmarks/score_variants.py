@@ -46,14 +46,18 @@ def stage_maps(detector: Detector, images: torch.Tensor) -> list[torch.Tensor]:
 
 
 def combine(
-    dists: list[torch.Tensor], weights: list[float], size: int, sigma: float, bias: list[float]
+    dists: list[torch.Tensor],
+    weights: list[float],
+    size: tuple[int, int],
+    sigma: float,
+    bias: list[float],
 ) -> torch.Tensor:
-    """Weighted sum of (d_i - bias_i) upsampled to size x size, blurred: -> (N, S, S)."""
+    """Weighted sum of (d_i - bias_i) upsampled to size = (H, W), blurred: -> (N, H, W)."""
     total = None
     for d, w, b in zip(dists, weights, bias, strict=True):
         if w == 0:
             continue
-        up = F.interpolate((d - b).unsqueeze(1), size=(size, size), mode="bilinear")
+        up = F.interpolate((d - b).unsqueeze(1), size=size, mode="bilinear")
         total = w * up if total is None else total + w * up
     return GaussianBlur(sigma)(total.squeeze(1))
 
@@ -103,7 +107,7 @@ def image_scores(maps: torch.Tensor, dists: list[torch.Tensor], detector: Detect
 def run_one(run: Path, pro: bool, synthesis: SynthesisConfig | None) -> dict:
     detector = Detector.load(run, device="cpu")
     cfg = detector.cfg
-    size = cfg.data.image_size
+    size = cfg.data.size_hw
     loader = image_loader(cfg.data, run)
     val_images = load_images(validation_samples(detector), size, loader, "validation images")
     vset = make_validation_set(val_images.images, cfg, synthesis)

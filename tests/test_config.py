@@ -116,6 +116,51 @@ def test_unreadable_yaml_is_a_config_error(tmp_path: Path) -> None:
         Config.from_yaml(tmp_path / "bad.yaml")
 
 
+def test_image_size_pair_round_trips_through_yaml_as_a_list(tmp_path: Path) -> None:
+    cfg = preset("cpu").merged({"data": {"image_size": [416, 160]}})
+    assert cfg.data.image_size == (416, 160) and cfg.data.size_hw == (416, 160)
+    cfg.to_yaml(tmp_path / "c.yaml")
+    assert "image_size:\n  - 416\n  - 160\n" in (tmp_path / "c.yaml").read_text()
+    back = Config.from_yaml(tmp_path / "c.yaml")
+    assert back == cfg and back.data.image_size == (416, 160)
+    assert back.model_signature()["image_size"] == [416, 160]
+
+
+def test_image_size_int_and_square_pair_are_one_size() -> None:
+    square = Config().merged({"data": {"image_size": [256, 256]}})
+    assert square.data.image_size == 256 and square.data.size_hw == (256, 256)
+    assert square.model_signature() == Config().model_signature()
+    tall = Config().merged({"data": {"image_size": [512, 256]}})
+    assert tall.model_signature() != Config().model_signature()
+
+
+def test_image_size_set_in_code_as_a_list_is_validated_to_a_tuple() -> None:
+    cfg = Config()
+    cfg.data.image_size = [64, 32]  # type: ignore[assignment]
+    assert cfg.validate().data.image_size == (64, 32)
+    cfg.data.image_size = (64, 48)
+    with pytest.raises(ConfigError, match=r"data\.image_size=\[64, 48\]: height and width"):
+        cfg.validate()
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ([64, 40], r"data\.image_size=\[64, 40\]: height and width must each be a multiple of 32"),
+        ([16, 64], r"data\.image_size=\[16, 64\]: .* >= 32"),
+        (33, r"data\.image_size=33 must be a multiple of 32"),
+        ([64, 32, 32], r"image_size=\[64, 32, 32\] is not valid; give one int .* \[height, w"),
+        ([64], r"data\.image_size=\[64\] is not valid"),
+        ([64.0, 32], r"data\.image_size=\[64\.0, 32\] is not valid"),
+        ("64x32", r"data\.image_size='64x32' is not valid"),
+        (True, r"data\.image_size=True is not valid"),
+    ],
+)
+def test_bad_image_sizes_say_what_is_valid(value: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Config.from_dict({"data": {"image_size": value}})
+
+
 def test_model_signature_changes_with_shape_fields_only() -> None:
     base = Config()
     other = Config()

@@ -96,6 +96,18 @@ def test_image_over_pillows_bomb_limit_is_read_reduced(
     assert Image.MAX_IMAGE_PIXELS == 1_000  # Pillow's own limit is left as it was
 
 
+def test_large_image_read_reduced_to_a_height_width_size(
+    tmp_path: Path, small_limits: None
+) -> None:
+    rgb = _smooth(120, 64)  # 64 high, 120 wide
+    Image.fromarray(rgb).save(tmp_path / "line_scan.png")
+    img, _ = open_image(tmp_path / "line_scan.png", (32, 8))
+    assert img.height >= 32 and img.width >= 8  # each side reduced no further than its target
+    assert img.width * img.height < 64 * 120
+    picture, original = read_rgb(tmp_path / "line_scan.png", (32, 8))
+    assert picture.shape == (32, 8, 3) and original == (64, 120)
+
+
 def test_image_over_max_pixels_is_refused_by_name(
     tmp_path: Path, small_limits: None, tiny_run: TinyRun, capsys: pytest.CaptureFixture[str]
 ) -> None:

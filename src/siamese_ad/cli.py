@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import sys
 from pathlib import Path
 
 import yaml
 
-from siamese_ad.config import PRESETS, Config, ConfigError, layered
+from siamese_ad.config import PRESETS, Config, ConfigError, ImageSize, layered
 
 EPILOG = "Docs and examples: README.md. Every command prints where it wrote its results."
 
@@ -25,6 +26,20 @@ def _yaml_value(text: str) -> object:
         raise argparse.ArgumentTypeError(f"{text!r} is not a valid value: {err}") from err
 
 
+def _image_size(text: str) -> ImageSize:
+    """An argparse type: 256 (square) or HEIGHTxWIDTH, e.g. 448x192 or 448,192."""
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        sides = [int(part) for part in parts]
+    except ValueError:
+        sides = []
+    if len(sides) not in (1, 2):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an image size; give one side (256) or HEIGHTxWIDTH (448x192)"
+        )
+    return sides[0] if len(sides) == 1 else (sides[0], sides[1])
+
+
 def _add_field_flags(p: argparse.ArgumentParser) -> None:
     """One --section.key flag for every config field, generated from the dataclasses."""
     group = p.add_argument_group(
@@ -34,12 +49,13 @@ def _add_field_flags(p: argparse.ArgumentParser) -> None:
     )
     defaults = Config()
     for section, key in Config.field_names():
-        value = getattr(getattr(defaults, section), key)
+        holder = getattr(defaults, section)
+        metadata = {f.name: f.metadata for f in dataclasses.fields(holder)}[key]
         group.add_argument(
             f"--{section}.{key}",
             dest=f"{_FIELD_DEST}{section}.{key}",
             type=_yaml_value,
-            metavar=type(value).__name__.upper(),
+            metavar=metadata.get("metavar", type(getattr(holder, key)).__name__.upper()),
             help=argparse.SUPPRESS if key == "root" and section == "data" else None,
         )
     p.add_argument(
@@ -105,7 +121,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--preset", choices=sorted(PRESETS), default="cpu", help="defaults to start from"
     )
     p.add_argument("--config", help="a YAML config, laid over --preset")
-    p.add_argument("--image-size", type=int, help="input side in pixels (multiple of 32)")
+    p.add_argument(
+        "--image-size",
+        type=_image_size,
+        metavar="SIZE",
+        help="input size in pixels: 256 (square) or HEIGHTxWIDTH like 448x192 (multiples of 32; "
+        "64 for efficientnet_lite0)",
+    )
     p.add_argument("--modality", choices=["rgb", "depth", "rgbd"], help="MVTec 3D-AD input")
     p.add_argument("--shots", type=int, help="train on a seeded choice of this many normal images")
     p.add_argument("--real-anomalies", type=int, help="real anomalies per defect type to train on")
@@ -226,7 +248,9 @@ def _add_synth_preview(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["mvtec", "folder", "mvtec3d"], default="mvtec")
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--count", type=int, default=8)
-    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument(
+        "--image-size", type=_image_size, default=256, metavar="SIZE", help="256 or 448x192"
+    )
     p.add_argument("--object-type", choices=["auto", "texture", "object"], default="auto")
     p.add_argument("--seed", type=int, default=0)
 

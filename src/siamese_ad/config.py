@@ -12,7 +12,7 @@ import dataclasses
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import yaml
 
@@ -60,6 +60,35 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
     return value
 
 
+ImageSize: TypeAlias = int | tuple[int, int]  # a square side, or (height, width)
+_SIZE_FORMS = "one int (square, e.g. 256) or a pair [height, width] (e.g. [448, 192])"
+
+
+def image_size_value(name: str, value: Any, default: Any = None) -> ImageSize:
+    """An image size as stored in a config: an int, or a (height, width) tuple when not square.
+
+    Accepts an int or a list/tuple of two ints; a square pair becomes its int, so [256, 256]
+    and 256 are one size everywhere (model signature, model.json). Sides are not checked here.
+
+    Raises:
+        ConfigError: anything else, naming `name` and the two valid forms.
+    """
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            height, width = int(value[0]), int(value[1])
+            return height if height == width else (height, width)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        return value
+    shown = list(value) if isinstance(value, tuple) else value
+    raise ConfigError(f"{name}={shown!r} is not valid; give {_SIZE_FORMS}")
+
+
+def as_hw(size: ImageSize | list[int]) -> tuple[int, int]:
+    """(height, width) of an image size: an int is a square side, a pair is (height, width)."""
+    value = image_size_value("image size", size)
+    return (value, value) if isinstance(value, int) else value
+
+
 def _check_positive(name: str, value: float, allow_zero: bool = False) -> None:
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"{name}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
@@ -71,7 +100,10 @@ class DataConfig:
 
     root: str = ""
     format: str = "mvtec"  # mvtec | folder | mvtec3d
-    image_size: int = 256
+    # the side of a square input, or [height, width]; each side a multiple of 32, >= 32
+    image_size: ImageSize = field(
+        default=256, metadata={"coerce": image_size_value, "metavar": "SIZE"}
+    )
     modality: str = "rgb"  # rgb | depth | rgbd (mvtec3d only)
     shots: int = 0  # 0 = every normal training image; k > 0 = a seeded choice of k
     real_anomalies: int = 0  # anomalous test images per defect type moved into training
@@ -82,14 +114,26 @@ class DataConfig:
         _check_choice("data.format", self.format, ("mvtec", "folder", "mvtec3d"))
         _check_choice("data.modality", self.modality, ("rgb", "depth", "rgbd"))
         _check_choice("data.object_type", self.object_type, ("auto", "texture", "object"))
-        if self.image_size < 32 or self.image_size % 32:
-            raise ConfigError(f"data.image_size={self.image_size} must be a multiple of 32, >= 32")
+        self.image_size = image_size_value("data.image_size", self.image_size)
+        if any(side < 32 or side % 32 for side in self.size_hw):
+            size = self.image_size
+            raise ConfigError(
+                f"data.image_size={size} must be a multiple of 32, >= 32"
+                if isinstance(size, int)
+                else f"data.image_size={list(size)}: height and width must each be a multiple "
+                "of 32, >= 32"
+            )
         _check_positive("data.shots", self.shots, allow_zero=True)
         _check_positive("data.real_anomalies", self.real_anomalies, allow_zero=True)
         if not 0.0 <= self.validation_fraction < 0.5:
             raise ConfigError(
                 f"data.validation_fraction={self.validation_fraction} must be in [0, 0.5)"
             )
+
+    @property
+    def size_hw(self) -> tuple[int, int]:
+        """The input (height, width) every image is resized to."""
+        return as_hw(self.image_size)
 
 
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -211,7 +255,7 @@ class SynthesisConfig:
 
     min_patches: int = 1
     max_patches: int = 4
-    min_size: float = 0.05  # patch side as a fraction of the image side
+    min_size: float = 0.05  # patch height and width as fractions of the image height and width
     max_size: float = 0.25
     blend: str = "poisson"  # poisson | paste
     pool_size: int = 400  # synthetic anomalies made once per run (the stage-1 anomaly pool)
@@ -309,15 +353,15 @@ class Config:
             defaults = getattr(cls(), name)
             if values is not None and not isinstance(values, dict):
                 raise ConfigError(f"config section {name!r} must be a mapping of keys to values")
-            valid = {f.name for f in fields(defaults)}
-            unknown = set(values or {}) - valid
+            coerce = {f.name: f.metadata.get("coerce", _coerce) for f in fields(defaults)}
+            unknown = set(values or {}) - set(coerce)
             if unknown:
                 raise ConfigError(
-                    f"unknown key(s) {sorted(unknown)} in section {name!r}; valid: {sorted(valid)}"
+                    f"unknown key(s) {sorted(unknown)} in section {name!r}; valid: {sorted(coerce)}"
                 )
             kwargs[name] = type(defaults)(
                 **{
-                    key: _coerce(f"{name}.{key}", value, getattr(defaults, key))
+                    key: coerce[key](f"{name}.{key}", value, getattr(defaults, key))
                     for key, value in (values or {}).items()
                 }
             )
@@ -333,13 +377,14 @@ class Config:
 
     def model_signature(self) -> dict[str, Any]:
         """The fields that fix the network's shapes; a checkpoint only loads into a match."""
+        size = self.data.image_size
         return {
             "backbone": self.model.backbone,
             "cpam": self.model.cpam,
             "cpam_fusion": self.model.cpam_fusion,
             "decoder_blocks": self.model.decoder_blocks,
             "teacher_stages": list(self.model.teacher_stages),
-            "image_size": self.data.image_size,
+            "image_size": size if isinstance(size, int) else list(size),
             "modality": self.data.modality,
         }
 

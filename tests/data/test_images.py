@@ -52,6 +52,22 @@ def test_rgb_at_target_size_is_read_exactly(tmp_path: Path) -> None:
     assert torch.equal(image, torch.from_numpy(rgb).permute(2, 0, 1))
 
 
+def test_height_width_size_keeps_the_orientation(tmp_path: Path) -> None:
+    """A (height, width) size: rows stay rows; an image and its mask land on the same pixels."""
+    rgb = np.zeros((120, 40, 3), np.uint8)
+    rgb[:60] = 255  # the top half white
+    Image.fromarray(rgb).save(tmp_path / "tall.png")
+    image, original = load_image(tmp_path / "tall.png", (64, 32))
+    assert image.shape == (3, 64, 32) and original == (120, 40)
+    assert (image[:, :31] == 255).all() and (image[:, 33:] == 0).all()
+    mask = np.zeros((120, 40), np.uint8)
+    mask[:, 30:] = 255  # the right quarter
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    out = load_mask(tmp_path / "m.png", (64, 32), (120, 40), tmp_path / "tall.png")
+    assert out.shape == (64, 32)
+    assert out[:, 24:].all() and not out[:, :24].any()
+
+
 def test_grey_and_palette_images_keep_their_values(tmp_path: Path) -> None:
     grey = _rgb(SIZE, SIZE)[:, :, 0]
     Image.fromarray(grey).save(tmp_path / "grey.png")

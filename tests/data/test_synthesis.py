@@ -225,3 +225,19 @@ def test_jittered_anomalies_keep_the_outside_and_zero_jitter_keeps_the_stream(bl
         assert np.array_equal(out[~mask], images[index][~mask])
     with pytest.raises(ValueError, match="jitter"):
         AnomalySynthesizer(images, jitter=1.5)
+
+
+def test_patches_scale_with_each_side_of_a_non_square_image() -> None:
+    """On a 128 x 32 pool a patch is a fraction of the height tall and of the width wide."""
+    pool = [np.full((128, 32, 3), (40 * i, 255 - 40 * i, 100), np.uint8) for i in range(4)]
+    synth = AnomalySynthesizer(
+        pool, object_type="texture", blend="paste", min_patches=1, max_patches=1, max_size=0.25
+    )
+    rng = np.random.default_rng(0)
+    for index in range(8):
+        out, mask = synth(index % len(pool), rng)
+        assert out.shape == (128, 32, 3) and mask.shape == (128, 32)
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        height, width = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+        # height <= 0.25 * 128 * sqrt(2) * 1.3 (aspect, scale); width likewise of 32
+        assert height <= 59 and width <= 15 and height > width

@@ -13,10 +13,29 @@ from siamese_ad.checkpoint import read_checkpoint
 from siamese_ad.config import Config
 from siamese_ad.models.unet import build_unet
 from siamese_ad.training.pool import AnomalyPool
-from siamese_ad.training.stage1 import masked_margin_loss, stage_masks
+from siamese_ad.training.stage1 import masked_margin_loss, rotate_batch, stage_masks
 from siamese_ad.training.teacher_cache import TeacherCache
 from siamese_ad.training.trainer import build_pool, train
 from siamese_ad.training.validation import make_validation_set, validation_metrics
+
+
+@pytest.mark.parametrize(("height", "width"), [(32, 32), (64, 32), (32, 96)])
+def test_rotation_turns_non_square_images_without_shearing(height: int, width: int) -> None:
+    """A centred bar keeps its spread about the centre: a rotation in pixels, not a shear."""
+    yy, xx = torch.meshgrid(
+        torch.arange(height) - (height - 1) / 2,
+        torch.arange(width) - (width - 1) / 2,
+        indexing="ij",
+    )
+    radius2 = xx**2 + yy**2
+    bar = ((xx.abs() <= 8) & (yy.abs() <= 1.5)).float()
+    images = bar.expand(8, 3, height, width).contiguous()
+    centre = radius2 <= 144  # out of reach of the reflected borders
+    turned = rotate_batch(images, 60.0, torch.Generator().manual_seed(0))[:, 0] * centre
+    spread = (turned * radius2).sum((1, 2)) / turned.sum((1, 2))
+    expected = float((bar * radius2).sum() / bar.sum())
+    assert torch.allclose(spread, torch.full_like(spread, expected), rtol=0.05)
+    assert ((turned - bar * centre).abs().sum((1, 2)) > 10).any()  # some bars did turn
 
 
 def test_stage_masks_mark_cells_at_least_half_anomalous() -> None:

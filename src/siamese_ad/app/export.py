@@ -4,7 +4,7 @@ The graph holds everything `AnomalyScorer` does in float32 (teacher, bottleneck,
 map, Gaussian blur, the configured image score with its deviation standardisation) and, when the
 checkpoint holds them (train stores them in its `extra`), the image and pixel decisions, with
 the thresholds chosen in float32 (a scoring.bf16 run stores those apart). Inputs are fixed at
-the checkpoint's image size S (EfficientNet-Lite's TF-SAME padding is resolved at that size);
+the checkpoint's image size H x W (EfficientNet-Lite's TF-SAME padding is resolved at that size);
 the batch size is dynamic. A JSON file beside the model says how to feed and read it.
 """
 
@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from siamese_ad.checkpoint import CHECKPOINT
+from siamese_ad.config import as_hw
 from siamese_ad.evaluation.inference import Detector
 from siamese_ad.io import atomic_write, atomic_write_text
 from siamese_ad.scoring import AnomalyScorer
@@ -65,8 +66,8 @@ def decision_from(thresholds: Mapping[str, Any] | None) -> Decision | None:
 
 
 class ExportedScorer(nn.Module):
-    """(B, 3, S, S) float in [0, 1] -> map (B, S, S), score (B,) and, with a Decision,
-    anomalous (B,) bool, normalised_score (B,) in (0, 1), mask (B, S, S) bool."""
+    """(B, 3, H, W) float in [0, 1] -> map (B, H, W), score (B,) and, with a Decision,
+    anomalous (B,) bool, normalised_score (B,) in (0, 1), mask (B, H, W) bool."""
 
     def __init__(self, scorer: AnomalyScorer, decision: Decision | None) -> None:
         super().__init__()
@@ -164,11 +165,12 @@ def build_exportable(
     decision = decision_from(thresholds)
     module = ExportedScorer(scorer, decision).eval()
     cfg = detector.cfg
+    size = cfg.data.image_size
     meta = {
-        "image_size": cfg.data.image_size,
+        "image_size": size if isinstance(size, int) else list(size),  # a side, or [height, width]
         "input": {
             "name": INPUT_NAME,
-            "shape": ["batch", 3, cfg.data.image_size, cfg.data.image_size],
+            "shape": ["batch", 3, *cfg.data.size_hw],
             "dtype": "float32",
             "range": [0.0, 1.0],
             "layout": "NCHW RGB",
@@ -206,8 +208,10 @@ def export_model(
     check_out_path(checkpoint, out_path, fmt)
     out_path = Path(out_path)
     module, meta = build_exportable(checkpoint, weights)
-    size = meta["image_size"]
-    example = torch.rand(EXAMPLE_BATCH, 3, size, size, generator=torch.Generator().manual_seed(0))
+    height, width = as_hw(meta["image_size"])
+    example = torch.rand(
+        EXAMPLE_BATCH, 3, height, width, generator=torch.Generator().manual_seed(0)
+    )
     source = Path(checkpoint) / CHECKPOINT if Path(checkpoint).is_dir() else Path(checkpoint)
     with torch.no_grad():
         if fmt == "onnx":

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from siamese_ad.config import as_hw
 from siamese_ad.data.decode import collect_images, read_rgb
 from siamese_ad.data.sample import DataError
 from siamese_ad.reporting.predictions import mask_paths, write_masks, write_predictions
@@ -55,12 +56,13 @@ class OnnxDetector:
         return cls(session, meta)
 
     @property
-    def image_size(self) -> int:
-        return int(self.meta["image_size"])
+    def image_hw(self) -> tuple[int, int]:
+        """The graph's input (height, width), from model.json's image_size (a side or a pair)."""
+        return as_hw(self.meta["image_size"])
 
     def run(self, images: np.ndarray, batch_size: int | None = None) -> dict[str, np.ndarray]:
-        """(N, S, S, 3) uint8 -> {output name: (N, ...) array}: map (N, S, S), score (N,) and,
-        with thresholds, anomalous (N,), normalised_score (N,), mask (N, S, S).
+        """(N, H, W, 3) uint8 -> {output name: (N, ...) array}: map (N, H, W), score (N,) and,
+        with thresholds, anomalous (N,), normalised_score (N,), mask (N, H, W).
 
         Raises:
             ValueError: batch_size is given and below 1.
@@ -81,14 +83,14 @@ class OnnxDetector:
 def _mismatch(meta: Any, session: Any) -> str | None:
     """What in model.json does not describe the graph of `session`; None when all does."""
     try:
-        size, name, outputs = int(meta["image_size"]), meta["input"]["name"], list(meta["outputs"])
+        hw, name, outputs = as_hw(meta["image_size"]), meta["input"]["name"], list(meta["outputs"])
     except (KeyError, TypeError, ValueError) as err:
         return f"it lacks or garbles {err}"
     inputs = session.get_inputs()
     if len(inputs) != 1 or inputs[0].name != name:
         return f"its input is {name!r}, the graph's {[i.name for i in inputs]}"
-    if list(inputs[0].shape[2:]) != [size, size]:
-        return f"its image_size is {size}, the graph takes {inputs[0].shape[2:]}"
+    if list(inputs[0].shape[2:]) != list(hw):
+        return f"its image_size is {meta['image_size']}, the graph takes {inputs[0].shape[2:]}"
     graph = [o.name for o in session.get_outputs()]
     if outputs[:2] != ["map", "score"] or not set(outputs) <= set(graph):
         return f"its outputs are {outputs}, the graph's {graph}"
@@ -104,8 +106,7 @@ def predict_onnx(
     """Writes scores.csv, heat maps and maps.npy under out_dir; returns the CSV rows."""
     detector = OnnxDetector.load(model)
     paths = collect_images(inputs)
-    size = detector.image_size
-    images = np.stack([read_rgb(p, size)[0] for p in paths])
+    images = np.stack([read_rgb(p, detector.image_hw)[0] for p in paths])
     outputs = detector.run(images, batch_size)
     maps, scores = outputs["map"], outputs["score"]
     if "anomalous" not in outputs:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from siamese_ad.config import SynthesisConfig
+from siamese_ad.config import ImageSize, SynthesisConfig
 from siamese_ad.data.dataset import load_images, read_category
 from siamese_ad.data.synthesis import AnomalySynthesizer
 from siamese_ad.io import atomic_write
@@ -41,7 +41,7 @@ def synth_preview(
     fmt: str,
     out: str | Path,
     count: int,
-    image_size: int,
+    image_size: ImageSize,
     object_type: str,
     seed: int,
     synthesis: SynthesisConfig | None = None,

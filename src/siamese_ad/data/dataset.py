@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from siamese_ad.config import ImageSize, as_hw
 from siamese_ad.data.folder import read_folder
 from siamese_ad.data.images import load_image, load_mask
 from siamese_ad.data.mvtec import read_mvtec
@@ -36,8 +37,8 @@ class ImageSet:
 
     Attributes:
         samples: the records, in order.
-        images: (N, 3, S, S) uint8.
-        masks: (N, S, S) bool ground truth; all False where unknown or normal.
+        images: (N, 3, H, W) uint8, at the config's image size.
+        masks: (N, H, W) bool ground truth; all False where unknown or normal.
         has_mask: (N,) bool, True where the pixel truth is known (normal images, or a mask file).
     """
 
@@ -54,22 +55,27 @@ class ImageSet:
         return torch.tensor([s.label for s in self.samples], dtype=torch.long)
 
 
-ImageLoader = Callable[[Sample, int], tuple[torch.Tensor, tuple[int, int]]]
+ImageLoader = Callable[[Sample, ImageSize], tuple[torch.Tensor, tuple[int, int]]]
 
 
-def rgb_loader(sample: Sample, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Loads the sample's image file: (3, size, size) uint8 and the original (H, W)."""
+def rgb_loader(sample: Sample, size: ImageSize) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Loads the sample's image file: (3, h, w) uint8 at `size` and the original (H, W)."""
     return load_image(sample.image, size)
 
 
 def load_images(
-    samples: list[Sample], size: int, loader: ImageLoader = rgb_loader, desc: str = "images"
+    samples: list[Sample],
+    size: ImageSize,
+    loader: ImageLoader = rgb_loader,
+    desc: str = "images",
 ) -> ImageSet:
-    """Decodes every sample once into memory, checking each mask against its image."""
+    """Decodes every sample once into memory at `size` (a side, or (height, width)), checking
+    each mask against its image."""
     if not samples:
         raise DataError(f"no {desc} to load: check the data folder and the split settings")
-    images = torch.empty(len(samples), 3, size, size, dtype=torch.uint8)
-    masks = torch.zeros(len(samples), size, size, dtype=torch.bool)
+    height, width = as_hw(size)
+    images = torch.empty(len(samples), 3, height, width, dtype=torch.uint8)
+    masks = torch.zeros(len(samples), height, width, dtype=torch.bool)
     has_mask = torch.zeros(len(samples), dtype=torch.bool)
     for i, sample in enumerate(tqdm(samples, desc=f"loading {desc}", leave=False, unit="img")):
         images[i], original = loader(sample, size)

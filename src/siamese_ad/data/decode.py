@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from siamese_ad.config import ImageSize, as_hw
 from siamese_ad.data.sample import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -49,12 +50,12 @@ def open_header(path: Path) -> Image.Image:
     return img
 
 
-def open_image(path: Path, size: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
+def open_image(path: Path, size: ImageSize | None = None) -> tuple[Image.Image, tuple[int, int]]:
     """Opens and fully decodes an image of up to MAX_PIXELS pixels.
 
-    With `size` given, an image of more than LARGE_PIXELS is decoded reduced, to no less than
-    size x size: JPEGs by DCT scaling while decoding, other formats by a box reduction by whole
-    factors after it. Smaller images are decoded as they are.
+    With `size` given (a side, or (height, width)), an image of more than LARGE_PIXELS is decoded
+    reduced, to no less than that size: JPEGs by DCT scaling while decoding, other formats by a
+    box reduction by whole factors after it. Smaller images are decoded as they are.
 
     Returns:
         The image and its original (height, width).
@@ -66,7 +67,8 @@ def open_image(path: Path, size: int | None = None) -> tuple[Image.Image, tuple[
         original = (img.height, img.width)
         large = size is not None and img.width * img.height > LARGE_PIXELS
         if large:
-            img.draft(None, (size, size))
+            height, width = as_hw(size)
+            img.draft(None, (width, height))
         try:
             img.load()
         except (OSError, UnidentifiedImageError) as err:
@@ -75,7 +77,7 @@ def open_image(path: Path, size: int | None = None) -> tuple[Image.Image, tuple[
             return img, original
         if img.mode in _REDUCIBLE:
             img = img.convert(_REDUCIBLE[img.mode])
-        factors = (max(1, img.width // size), max(1, img.height // size))
+        factors = (max(1, img.width // width), max(1, img.height // height))
         return img.reduce(factors) if factors != (1, 1) else img, original
 
 
@@ -89,17 +91,27 @@ def to_rgb_uint8(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
-def read_rgb(path: str | Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+def resize_rgb(rgb: np.ndarray, size: ImageSize) -> np.ndarray:
+    """(H, W, 3) uint8 -> (h, w, 3) uint8 at `size` (a side, or (h, w)), bilinear; a new array
+    unless it already has that size."""
+    height, width = as_hw(size)
+    if rgb.shape[:2] == (height, width):
+        return rgb
+    return np.asarray(Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR))
+
+
+def read_rgb(path: str | Path, size: ImageSize) -> tuple[np.ndarray, tuple[int, int]]:
     """Reads an image of any mode and size.
 
+    Args:
+        path: the image file.
+        size: the side of the square output, or its (height, width).
+
     Returns:
-        A (size, size, 3) uint8 array (bilinear resize) and the original (height, width).
+        An (h, w, 3) uint8 array (bilinear resize) and the original (height, width).
     """
     img, original = open_image(Path(path), size)
-    rgb = to_rgb_uint8(img)
-    if rgb.shape[:2] != (size, size):
-        rgb = np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR))
-    return np.array(rgb, copy=True), original
+    return np.array(resize_rgb(to_rgb_uint8(img), size), copy=True), original
 
 
 def list_images(folder: Path) -> list[Path]:

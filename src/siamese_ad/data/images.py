@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from siamese_ad.config import ImageSize, as_hw
 from siamese_ad.data.decode import (
     IMAGE_SUFFIXES,
     list_images,
@@ -38,11 +39,11 @@ def image_size_of(path: Path) -> tuple[int, int]:
         return img.height, img.width
 
 
-def load_image(path: str | Path, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Reads an image of any mode and size.
+def load_image(path: str | Path, size: ImageSize) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Reads an image of any mode and size, resized to `size` (a side, or (height, width)).
 
     Returns:
-        A (3, size, size) uint8 tensor and the original (height, width).
+        A (3, h, w) uint8 tensor and the original (height, width).
     """
     rgb, original = read_rgb(path, size)
     return torch.from_numpy(rgb).permute(2, 0, 1).contiguous(), original
@@ -78,15 +79,15 @@ def _mask_values(img: Image.Image) -> np.ndarray:
 
 
 def load_mask(
-    path: str | Path, size: int, image_hw: tuple[int, int], image_path: Path
+    path: str | Path, size: ImageSize, image_hw: tuple[int, int], image_path: Path
 ) -> torch.Tensor:
-    """Reads a ground-truth mask and resizes it with nearest neighbour.
+    """Reads a ground-truth mask and resizes it to `size` (a side, or (h, w)), nearest neighbour.
 
     Values > MASK_THRESHOLD are defect (for 0/1 masks: 1); see `mask_to_bool`. Colour masks
     are read by their brightest channel.
 
     Returns:
-        A (size, size) bool tensor.
+        An (h, w) bool tensor.
     """
     path = Path(path)
     img, _ = open_image(path)
@@ -96,7 +97,8 @@ def load_mask(
             f"{image_hw[1]}x{image_hw[0]}; a mask must have its image's size."
         )
     arr = mask_to_bool(_mask_values(img), path)
-    if arr.shape != (size, size):
+    height, width = as_hw(size)
+    if arr.shape != (height, width):
         pil = Image.fromarray(arr.astype(np.uint8) * 255)
-        arr = np.asarray(pil.resize((size, size), Image.Resampling.NEAREST)) > 0
+        arr = np.asarray(pil.resize((width, height), Image.Resampling.NEAREST)) > 0
     return torch.from_numpy(np.ascontiguousarray(arr))

@@ -6,30 +6,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from siamese_ad.config import DataConfig
+from siamese_ad.config import DataConfig, ImageSize
 from siamese_ad.data.dataset import ImageLoader, rgb_loader
+from siamese_ad.data.decode import resize_rgb
 from siamese_ad.data.sample import DataError, Sample
 
 DEPTH_CACHE = "depth_cache"
 
 
 def depth_loader(cache_dir: Path) -> ImageLoader:
-    """A loader that renders each sample's point cloud as a (3, S, S) uint8 depth image."""
+    """A loader that renders each sample's point cloud as a (3, h, w) uint8 depth image."""
     from siamese_ad.data.depth import DepthCache
 
     cache = DepthCache(cache_dir)
 
-    def load(sample: Sample, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    def load(sample: Sample, size: ImageSize) -> tuple[torch.Tensor, tuple[int, int]]:
         if sample.xyz is None:
             raise DataError(f"{sample.image} has no point cloud; depth needs MVTec 3D-AD xyz files")
         depth = cache.get(sample.xyz)
         original = depth.shape[:2]
-        if original != (size, size):
-            depth = np.asarray(
-                Image.fromarray(depth).resize((size, size), Image.Resampling.BILINEAR)
-            )
+        depth = resize_rgb(depth, size)
         return torch.from_numpy(np.array(depth)).permute(2, 0, 1).contiguous(), original
 
     return load

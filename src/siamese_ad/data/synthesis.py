@@ -128,7 +128,7 @@ class AnomalySynthesizer:
         images: the normal pool, each (H, W, 3) uint8 of one size; sources and destinations.
         object_type: "texture" (anywhere), "object" (foreground only) or "auto" (`is_texture`).
         min_patches, max_patches: how many patches a sample gets (inclusive range).
-        min_size, max_size: patch side as a fraction of the image side.
+        min_size, max_size: patch height and width as fractions of the image height and width.
         blend: "poisson" (cv2.seamlessClone, normal or mixed at random) or "paste".
         scale_range: the patch is resized by a factor drawn uniformly from this range.
         max_aspect: the patch aspect ratio lies in [1 / max_aspect, max_aspect].

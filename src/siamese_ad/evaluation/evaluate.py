@@ -109,7 +109,7 @@ class Evaluation:
     Attributes:
         result: the metrics and what was scored (the content of metrics.json).
         images: the N test images, in order.
-        inference: the maps (N, S, S) and scores (N,) of `images` (fused, for an rgbd run).
+        inference: the maps (N, H, W) and scores (N,) of `images` (fused, for an rgbd run).
         thresholds: the decision thresholds, or None.
         curves: `pixel_curves` of inference and images, or None.
     """

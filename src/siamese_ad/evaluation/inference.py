@@ -1,6 +1,6 @@
 """Running a trained detector over images, batch by batch, without gradients.
 
-`Detector.run` scores decoded (N, 3, S, S) uint8 images; `Detector.predict` and `predict_iter`
+`Detector.run` scores decoded (N, 3, h, w) uint8 images; `Detector.predict` and `predict_iter`
 take paths, PIL images or arrays of any size (evaluation/inputs.py) and give one `Prediction`
 each, its map back at the image's size, with the decisions of the thresholds `train` stored.
 """
@@ -125,8 +125,7 @@ class Detector:
         unfolded outputs on a probe image. This changes `model` in place: it is no longer trainable.
         """
         model = model.to(device).eval()
-        size = cfg.data.image_size
-        probe = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+        probe = torch.rand(1, 3, *cfg.data.size_hw, generator=torch.Generator().manual_seed(0))
         fold_checked(model, probe.to(device))
         if cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -158,7 +157,7 @@ class Detector:
         return stored_thresholds(self.payload)
 
     def _batch(self, chunk: torch.Tensor, bs: int) -> AnomalyOutput:
-        """(n, 3, S, S) uint8 with n <= bs -> the n images' outputs, on the CPU in float32."""
+        """(n, 3, h, w) uint8 with n <= bs -> the n images' outputs, on the CPU in float32."""
         n = len(chunk)
         if self.compile and n < bs:  # one graph for every batch: pad with the last image
             chunk = torch.cat([chunk, chunk[-1:].expand(bs - n, *chunk.shape[1:])])
@@ -175,7 +174,7 @@ class Detector:
 
     @torch.inference_mode()
     def run(self, images: torch.Tensor, batch_size: int | None = None) -> Inference:
-        """(N, 3, S, S) uint8 -> Inference."""
+        """(N, 3, h, w) uint8 -> Inference."""
         bs = batch_size or self.cfg.train.batch_size
         if self.compile:
             bs = max(1, min(bs, len(images)))

@@ -1,8 +1,9 @@
 """What `Detector.predict` accepts, made into model input, and its maps made back to image size.
 
 An image is a path (str or Path), a PIL image, or a NumPy array: (H, W) or (H, W, 3), uint8, or
-float in [0, 1]. Each becomes an (S, S, 3) uint8 picture resized bilinearly, as image files are
-read for training and evaluation (data/decode.py), and remembers its original (H, W).
+float in [0, 1]. Each becomes an (h, w, 3) uint8 picture at the model's input size, resized
+bilinearly as image files are read for training and evaluation (data/decode.py), and remembers
+its original (H, W).
 """
 
 from __future__ import annotations
@@ -17,18 +18,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from siamese_ad.data.decode import read_rgb, to_rgb_uint8
+from siamese_ad.config import ImageSize
+from siamese_ad.data.decode import read_rgb, resize_rgb, to_rgb_uint8
 from siamese_ad.data.sample import DataError
 
 ImageInput: TypeAlias = str | Path | Image.Image | np.ndarray
 SINGLE = (str, Path, Image.Image, np.ndarray)  # one image, not a collection of them
-
-
-def _resized(rgb: np.ndarray, size: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> (size, size, 3) uint8, bilinear (as data/decode.py's read_rgb)."""
-    if rgb.shape[:2] == (size, size):
-        return np.ascontiguousarray(rgb)
-    return np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR))
 
 
 def array_to_rgb(array: np.ndarray) -> np.ndarray:
@@ -50,8 +45,9 @@ def array_to_rgb(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def to_picture(image: ImageInput, size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """One image -> the (size, size, 3) uint8 picture the model sees and the original (H, W)."""
+def to_picture(image: ImageInput, size: ImageSize) -> tuple[np.ndarray, tuple[int, int]]:
+    """One image -> the (h, w, 3) uint8 picture the model sees at `size` (a side, or (h, w))
+    and the original (H, W)."""
     if isinstance(image, str | Path):
         return read_rgb(image, size)
     if isinstance(image, Image.Image):
@@ -63,13 +59,15 @@ def to_picture(image: ImageInput, size: int) -> tuple[np.ndarray, tuple[int, int
             f"cannot read an image from {type(image).__name__}: give a path, a PIL image or a "
             "NumPy array"
         )
-    return _resized(rgb, size), (int(rgb.shape[0]), int(rgb.shape[1]))
+    picture = np.ascontiguousarray(resize_rgb(rgb, size))
+    return picture, (int(rgb.shape[0]), int(rgb.shape[1]))
 
 
 def batches(
-    images: ImageInput | Iterable[ImageInput], size: int, batch_size: int
+    images: ImageInput | Iterable[ImageInput], size: ImageSize, batch_size: int
 ) -> Iterator[tuple[torch.Tensor, list[tuple[int, int]]]]:
-    """Reads `images` lazily, batch_size at a time: (B, 3, S, S) uint8 and the B original sizes.
+    """Reads `images` lazily, batch_size at a time: (B, 3, h, w) uint8 at `size` and the B
+    original sizes.
 
     A single path, PIL image or array is one image.
     """
@@ -80,7 +78,7 @@ def batches(
 
 
 def resize_map(amap: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """(S, S) anomaly map -> (H, W) float32 at `size` = (H, W), bilinear; a new array."""
+    """(h, w) anomaly map -> (H, W) float32 at `size` = (H, W), bilinear; a new array."""
     if tuple(amap.shape) == tuple(size):
         return amap.float().numpy().copy()
     up = F.interpolate(amap[None, None].float(), size=size, mode="bilinear", align_corners=False)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from siamese_ad.config import ModelConfig
+from siamese_ad.config import ConfigError, ModelConfig
 from siamese_ad.models.bottleneck import OneClassBottleneck
 from siamese_ad.models.student import StudentDecoder
 from siamese_ad.models.teacher import Teacher, build_teacher
@@ -54,6 +54,21 @@ class TeacherStudentUNet(nn.Module):
     @property
     def num_stages(self) -> int:
         return len(self.teacher.channels)
+
+    def check_input_size(self, size_hw: tuple[int, int]) -> None:
+        """Raises a ConfigError naming data.image_size unless the input (height, width) are
+        multiples of 2 * the deepest teacher stride (the bottleneck halves that stage again)."""
+        multiple = 2 * self.teacher.strides[-1]
+        if all(side % multiple == 0 for side in size_hw):
+            return
+        given = size_hw[0] if size_hw[0] == size_hw[1] else list(size_hw)
+        height, width = (-(-side // multiple) * multiple for side in size_hw)
+        example = str(height) if height == width else f"{height}x{width}"
+        raise ConfigError(
+            f"data.image_size={given}: this teacher's deepest stage has stride "
+            f"{multiple // 2}, so height and width must each be a multiple of {multiple}; "
+            f"e.g. --image-size {example}"
+        )
 
     def teacher_features(self, images: Tensor) -> list[Tensor]:
         """(B, 3, H, W) in [0, 1] -> [T_1, ..., T_n], without gradients."""

@@ -34,8 +34,8 @@ def write_predictions(
     Args:
         out_dir: results folder (created).
         paths: the N scored image files, in order.
-        images: (N, S, S, 3) uint8 pictures as the model saw them.
-        maps: (N, S, S) anomaly maps.
+        images: (N, H, W, 3) uint8 pictures as the model saw them.
+        maps: (N, H, W) anomaly maps.
         scores: (N,) image scores.
         extra: more per-image columns for scores.csv, each (N,), e.g. a decision.
     """

@@ -26,7 +26,7 @@ class Scored:
     """A model's outputs over N images.
 
     Attributes:
-        maps: (N, S, S) float32 anomaly maps.
+        maps: (N, H, W) float32 anomaly maps.
         scores: (N,) the configured image score.
         maxima: (N,) max of each map.
         deviations: (N,) deviation scores, or None before stage 2.
@@ -46,7 +46,7 @@ def score_images(
     device: torch.device,
     bf16: bool | None = None,
 ) -> Scored:
-    """The model's outputs on (N, 3, S, S) uint8 images, batch by batch in eval mode, under bf16
+    """The model's outputs on (N, 3, H, W) uint8 images, batch by batch in eval mode, under bf16
     autocast when `bf16` (default: scoring.bf16, as evaluate and predict score), else float32."""
     model.eval()
     scorer = AnomalyScorer(model, cfg.scoring, cfg.deviation.topk).to(device).eval()

@@ -13,8 +13,8 @@ class AnomalyPool:
     """Anomalous training images: synthetic ones and optional real ones.
 
     Attributes:
-        images: (M, 3, S, S) uint8.
-        masks: (M, S, S) bool, where each image is anomalous.
+        images: (M, 3, H, W) uint8.
+        masks: (M, H, W) bool, where each image is anomalous.
         destinations: (M,) int64, the normal image each synthetic anomaly was blended into;
             -1 for real anomalies.
     """

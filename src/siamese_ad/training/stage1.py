@@ -18,11 +18,16 @@ def rotate_batch(images: Tensor, max_degrees: float, generator: torch.Generator)
     """Rotates each image by its own angle, uniform in [-max_degrees, max_degrees].
 
     Borders are filled by reflection so the rotation adds no artificial edges. (B, 3, H, W) float.
+    The grid's coordinates run over [-1, 1] on both axes, so on a non-square image the rotation's
+    off-diagonal terms are scaled by the aspect ratio: a rotation in pixels, not a shear.
     """
     angles = (torch.rand(images.shape[0], generator=generator) * 2 - 1) * math.radians(max_degrees)
     cos, sin = torch.cos(angles), torch.sin(angles)
     zeros = torch.zeros_like(cos)
-    theta = torch.stack([torch.stack([cos, -sin, zeros], 1), torch.stack([sin, cos, zeros], 1)], 1)
+    aspect = images.shape[-2] / images.shape[-1]  # H / W; 1.0 leaves the square case exact
+    theta = torch.stack(
+        [torch.stack([cos, -sin * aspect, zeros], 1), torch.stack([sin / aspect, cos, zeros], 1)], 1
+    )
     grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)
     return F.grid_sample(
         images, grid, mode="bilinear", padding_mode="reflection", align_corners=False
@@ -30,7 +35,7 @@ def rotate_batch(images: Tensor, max_degrees: float, generator: torch.Generator)
 
 
 def stage_masks(masks: Tensor, sizes: list[tuple[int, int]]) -> list[Tensor]:
-    """(B, S, S) bool masks -> one (B, H_i, W_i) float mask per stage: the share of each stage
+    """(B, H, W) bool masks -> one (B, H_i, W_i) float mask per stage: the share of each stage
     cell that is anomalous, at least half of it counting as anomalous (1.0), else 0.0."""
     x = masks.unsqueeze(1).float()
     return [(F.interpolate(x, size=size, mode="area") >= 0.5).float().squeeze(1) for size in sizes]

@@ -70,7 +70,7 @@ class TeacherCache:
         Args:
             name: which image set `images` is ("normal", "pool"); computed on first use.
             idx: (B,) int64 indices into `images`.
-            images: (M, 3, S, S) uint8, the whole image set.
+            images: (M, 3, H, W) uint8, the whole image set.
         """
         if name not in self._sets:
             self._sets[name] = self._compute(images)

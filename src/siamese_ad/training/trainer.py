@@ -156,7 +156,7 @@ class _Run:
         return self.validation_images
 
     def reference_normals(self) -> torch.Tensor:
-        """(N, 3, S, S) uint8 normal images the deviation statistics come from: the validation
+        """(N, 3, H, W) uint8 normal images the deviation statistics come from: the validation
         images (held out of training) when there are at least MIN_REFERENCE, else the training
         images."""
         if len(self.validation) < MIN_REFERENCE:
@@ -219,12 +219,13 @@ def _prepare(cfg: Config, out_dir: Path, resume: bool) -> tuple[_Run, dict | Non
     record_sha256(split, data.root)  # evaluate leaves out renamed copies of these images
     manifest = split.manifest.to_dict()
     loader = image_loader(cfg.data, out_dir)
-    normals = load_images(split.train, cfg.data.image_size, loader, "training images").images
     optimizer_state = None
     if resume and ckpt.exists():
         model, state, optimizer_state = _resume(ckpt, cfg, manifest, device)
     else:
         model, state = build_unet(cfg.model).to(device), TrainingState()
+    model.check_input_size(cfg.data.size_hw)  # before decoding a single image
+    normals = load_images(split.train, cfg.data.image_size, loader, "training images").images
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = distributed.prepare_model(model)

@@ -30,8 +30,8 @@ class ValidationSet:
     """Normal validation images followed by one synthetic anomaly made from each.
 
     Attributes:
-        images: (M, 3, S, S) uint8.
-        masks: (M, S, S) bool, True where an image was changed.
+        images: (M, 3, H, W) uint8.
+        masks: (M, H, W) bool, True where an image was changed.
         labels: (M,) 1 for an image with a non-empty mask, else 0.
     """
 
