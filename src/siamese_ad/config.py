@@ -277,7 +277,9 @@ class ScoringConfig:
     """How anomaly maps and image scores are computed."""
 
     sigma: float = 4.0  # Gaussian blur of the anomaly map, in pixels
-    image_score: str = "auto"  # auto (deviation after stage 2, else max) | max | deviation
+    # auto: after stage 2, deviation unless the validation signal ranks the max of the map
+    # strictly higher (train stores the choice in the checkpoint); before stage 2, max
+    image_score: str = "auto"  # auto | max | deviation
     threshold_quantile: float = 0.99  # of normal validation scores, when no anomaly to fit F1
     # bf16 autocast in checkpoint scoring (train's calibration, evaluate, predict, Detector):
     # faster where the CPU/GPU has bf16. Off: float32, as the exported graph. On: train also

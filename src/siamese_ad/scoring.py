@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -128,6 +131,24 @@ class AnomalyOutput:
     score: Tensor
     score_max: Tensor
     score_deviation: Tensor | None
+
+
+IMAGE_SCORE_KEY = "image_score"  # payload["extra"] entry: the score train chose for "auto"
+
+
+def choose_image_score(val_auroc_max: float, val_auroc_deviation: float) -> str:
+    """The image score "auto" resolves to after stage 2: the deviation score, unless the max of
+    the map separates the validation set (normals + synthetic anomalies) strictly better."""
+    return "max" if val_auroc_max > val_auroc_deviation else "deviation"
+
+
+def trained_scoring(cfg: ScoringConfig, extra: Mapping[str, Any] | None) -> ScoringConfig:
+    """`cfg` with "auto" replaced by the image score train chose (extra[IMAGE_SCORE_KEY]), for
+    a model whose checkpoint holds that choice; otherwise `cfg` itself."""
+    choice = (extra or {}).get(IMAGE_SCORE_KEY)
+    if cfg.image_score != "auto" or choice not in ("max", "deviation"):
+        return cfg
+    return dataclasses.replace(cfg, image_score=choice)
 
 
 class AnomalyScorer(nn.Module):

@@ -23,7 +23,7 @@ from siamese_ad.device import autocast, select_device, to_device
 from siamese_ad.evaluation.inputs import ImageInput, batches, resize_map
 from siamese_ad.models.folding import fold_checked
 from siamese_ad.models.unet import TeacherStudentUNet
-from siamese_ad.scoring import AnomalyOutput, AnomalyScorer
+from siamese_ad.scoring import AnomalyOutput, AnomalyScorer, trained_scoring
 from siamese_ad.thresholds import Thresholds, stored_thresholds
 
 
@@ -129,7 +129,8 @@ class Detector:
         fold_checked(model, probe.to(device))
         if cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        scorer = AnomalyScorer(model, cfg.scoring, cfg.deviation.topk).to(device).eval()
+        scoring = trained_scoring(cfg.scoring, payload.get("extra"))
+        scorer = AnomalyScorer(model, scoring, cfg.deviation.topk).to(device).eval()
         return cls(scorer, cfg, payload, device, compile=compile)
 
     def _score(self, x: torch.Tensor) -> AnomalyOutput:

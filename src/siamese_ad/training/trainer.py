@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 from collections.abc import Iterator
@@ -37,6 +38,7 @@ from siamese_ad.device import select_device
 from siamese_ad.io import atomic_write_text
 from siamese_ad.models.teacher import resolve_stages
 from siamese_ad.models.unet import TeacherStudentUNet, build_unet
+from siamese_ad.scoring import IMAGE_SCORE_KEY, choose_image_score, trained_scoring
 from siamese_ad.training import distributed
 from siamese_ad.training.calibration import stored_calibration
 from siamese_ad.training.loop import STAGE_SALT, run_stage, schedule, seed_everything
@@ -167,11 +169,29 @@ class _Run:
         """Marks training done and saves it with the decision thresholds chosen on the held-out
         validation images (siamese_ad/thresholds.py); a run without them saves none."""
         self.state.stage = "done"
+        cfg = self.cfg
+        choice = self.auto_image_score()
+        if choice is not None:
+            self.extra[IMAGE_SCORE_KEY] = choice
+            cfg = dataclasses.replace(cfg, scoring=trained_scoring(cfg.scoring, self.extra))
         if self.validation and distributed.is_main():
-            self.extra.update(
-                stored_calibration(self.model, self.held_out(), self.cfg, self.device)
-            )
+            self.extra.update(stored_calibration(self.model, self.held_out(), cfg, self.device))
         self.save()
+
+    def auto_image_score(self) -> str | None:
+        """For scoring.image_score "auto" after stage 2: "max" or "deviation", whichever the
+        last epoch's validation signal ranks first (scoring.choose_image_score); None when
+        there is nothing to choose or no signal to choose by."""
+        last = self.state.history[-1] if self.state.history else {}
+        keys = ("val_image_auroc_max", "val_image_auroc_deviation")
+        if self.cfg.scoring.image_score != "auto" or not all(k in last for k in keys):
+            return None
+        choice = choose_image_score(*(last[k] for k in keys))
+        tqdm.write(
+            f"image score: {choice} (validation image AUROC: max of the map "
+            f"{last[keys[0]]:.4f}, deviation {last[keys[1]]:.4f})"
+        )
+        return choice
 
     def run(self, stage: str, epochs: int, lr: float, step_type: type, optimizer_state) -> None:
         """Runs the unfinished epochs of `stage` with a fresh (or restored) Adam."""

@@ -1,0 +1,61 @@
+"""scoring.image_score "auto": train picks max or deviation on its validation signal, and every
+later scorer (Detector, thresholds, export) uses that choice."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TinyRun, make_tiny_config
+
+from siamese_ad.checkpoint import read_checkpoint
+from siamese_ad.config import ScoringConfig
+from siamese_ad.data.synthetic import make_synthetic_category
+from siamese_ad.evaluation.inference import Detector
+from siamese_ad.scoring import IMAGE_SCORE_KEY, choose_image_score, trained_scoring
+from siamese_ad.training.trainer import train
+
+
+def test_the_rule_keeps_deviation_unless_max_is_strictly_better() -> None:
+    assert choose_image_score(0.61, 0.55) == "max"
+    assert choose_image_score(0.90, 0.90) == "deviation"
+    assert choose_image_score(0.80, 0.93) == "deviation"
+
+
+def test_only_auto_takes_the_stored_choice() -> None:
+    auto, fixed = ScoringConfig(), ScoringConfig(image_score="deviation")
+    assert trained_scoring(auto, {IMAGE_SCORE_KEY: "max"}).image_score == "max"
+    assert trained_scoring(fixed, {IMAGE_SCORE_KEY: "max"}).image_score == "deviation"
+    assert trained_scoring(auto, {}).image_score == "auto"
+    assert trained_scoring(auto, None) is auto
+
+
+@pytest.mark.parametrize("choice", ["max", "deviation"])
+def test_detector_scores_with_the_stored_choice(tiny_run: TinyRun, choice: str) -> None:
+    payload = copy.deepcopy(read_checkpoint(tiny_run.run))
+    payload.setdefault("extra", {})[IMAGE_SCORE_KEY] = choice
+    plain = Detector.load(tiny_run.run, device="cpu")
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    model = copy.deepcopy(plain.scorer.model)
+    detector = Detector.from_model(model, plain.cfg, torch.device("cpu"), payload)
+    out = detector.run(images)
+    expected = out.scores_max if choice == "max" else out.scores_deviation
+    assert detector.scorer.uses_deviation() == (choice == "deviation")
+    assert (out.scores == expected).all()
+
+
+def test_train_stores_its_choice_from_the_last_validation_scores(tmp_path: Path) -> None:
+    data = make_synthetic_category(
+        tmp_path / "data", n_train=12, n_test_good=2, n_test_defect=1, size=32, defects=("spot",)
+    )
+    cfg = make_tiny_config(data)
+    cfg.data.validation_fraction = 0.4  # 4 validation images: enough for the signal
+    run = train(cfg, tmp_path / "run")
+    payload = read_checkpoint(run)
+    last = payload["state"]["history"][-1]
+    wanted = choose_image_score(last["val_image_auroc_max"], last["val_image_auroc_deviation"])
+    assert payload["extra"][IMAGE_SCORE_KEY] == wanted
+    detector = Detector.load(run, device="cpu")
+    assert detector.scorer.uses_deviation() == (wanted == "deviation")
