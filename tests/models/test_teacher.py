@@ -16,10 +16,11 @@ from siamese_ad.backbones import (
     ALIASES,
     TF_LITE_MEAN,
     WeightsUnavailableError,
-    lite0_pypi_to_timm,
+    lite_pypi_to_timm,
 )
 from siamese_ad.config import ConfigError, ModelConfig
 from siamese_ad.models.teacher import (
+    LITE0,
     Teacher,
     build_teacher,
     resolve_stages,
@@ -158,12 +159,12 @@ def test_missing_lite0_package_names_pip_install(monkeypatch: pytest.MonkeyPatch
 
 def test_lite0_key_map_is_one_to_one_onto_timm() -> None:
     pypi = _pypi_lite0()
-    mapped = lite0_pypi_to_timm(pypi)
-    net = timm.create_model("tf_efficientnet_lite0")
+    mapped = lite_pypi_to_timm(pypi, LITE0)
+    net = timm.create_model(LITE0)
     assert set(mapped) == set(net.state_dict())  # every key, none twice
     assert not net.load_state_dict(mapped, strict=True).missing_keys
     for key, value in pypi.items():
-        assert mapped[lite0_pypi_to_timm({key: value}).popitem()[0]] is value
+        assert mapped[lite_pypi_to_timm({key: value}, LITE0).popitem()[0]] is value
     stem = net.conv_stem.weight
     # The stem is linear: its BN running mean is the stem conv of the mean training pixel, in
     # the TF-Lite input range (pixel - 127) / 128.
@@ -174,8 +175,9 @@ def test_lite0_key_map_is_one_to_one_onto_timm() -> None:
 
 
 def test_lite0_key_map_refuses_foreign_keys() -> None:
-    with pytest.raises(WeightsUnavailableError, match="not an EfficientNet-Lite0 checkpoint"):
-        lite0_pypi_to_timm({"_conv_stem.weight": torch.zeros(1), "layer1.0.weight": torch.zeros(1)})
+    foreign = {"_conv_stem.weight": torch.zeros(1), "layer1.0.weight": torch.zeros(1)}
+    with pytest.raises(WeightsUnavailableError, match=f"not a {LITE0} PyPI checkpoint"):
+        lite_pypi_to_timm(foreign, LITE0)
 
 
 def test_lite0_teacher_scales_input_to_tf_range(lite0_imagenet: Teacher) -> None:
@@ -188,8 +190,8 @@ def test_lite0_teacher_scales_input_to_tf_range(lite0_imagenet: Teacher) -> None
 
 
 def test_lite0_teacher_stages_are_the_classifier_blocks(lite0_imagenet: Teacher) -> None:
-    net = timm.create_model("tf_efficientnet_lite0").eval()
-    net.load_state_dict(lite0_pypi_to_timm(_pypi_lite0()))
+    net = timm.create_model(LITE0).eval()
+    net.load_state_dict(lite_pypi_to_timm(_pypi_lite0(), LITE0))
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         h = net.bn1(net.conv_stem((x - 127 / 255) / (128 / 255)))

