@@ -223,3 +223,22 @@ def test_seeds_run_every_cell_per_seed_with_means_and_ranges(
     assert means[0]["image_auroc_range"] == pytest.approx(0.2)
     overall = [r for r in rows if r["category"] == "mean"]
     assert overall[0]["image_auroc"] == pytest.approx(0.6)  # from the seed mean, counted once
+
+
+def test_mean_rows_count_the_images_behind_their_means() -> None:
+    """Seeds share their test images; categories add theirs, only where the metric exists."""
+
+    def row(category: str, seed: int, pixel: float | None, n: int, n_pixel: int) -> dict:
+        return {
+            "category": category, "setup": "full", "modality": "rgb", "seed": seed,
+            "image_auroc": 0.8, "pixel_auroc": pixel, "n_images": n, "n_pixel_images": n_pixel,
+        }  # fmt: skip
+
+    rows = [row("a", 0, 0.9, 10, 10), row("a", 1, 0.7, 10, 10), row("b", 0, None, 6, 2)]
+    seeds = benchmark.seed_rows(rows)
+    assert [(r["n_images"], r["n_pixel_images"]) for r in seeds] == [(10, 10)]
+    (mean,) = benchmark.mean_rows(rows + seeds)
+    assert (mean["n_images"], mean["n_pixel_images"]) == (16, 10)  # b has no pixel metric
+    assert mean["pixel_auroc"] == pytest.approx(0.8)
+    old = [{**r, "n_pixel_images": None} for r in rows[:2]]  # cells from before the counts
+    assert benchmark.seed_rows(old)[0]["n_pixel_images"] is None

@@ -29,7 +29,7 @@ from siamese_ad.app.evaluate import evaluate
 from siamese_ad.checkpoint import CHECKPOINT, RGBD_MANIFEST
 from siamese_ad.config import Config, ConfigError
 from siamese_ad.data.sample import DataError
-from siamese_ad.evaluation.evaluate import METRIC_COLUMNS
+from siamese_ad.evaluation.evaluate import COUNT_COLUMNS, METRIC_COLUMNS
 from siamese_ad.io import atomic_write_text
 from siamese_ad.reporting.html import fmt
 from siamese_ad.reporting.report import write_benchmark_report
@@ -43,8 +43,13 @@ RESULT_COLUMNS = (
     ("modality", "modality"),
     ("seed", "seed"),
 )
-RESULT_COLUMNS += (*METRIC_COLUMNS, ("image_auroc_range", "image AUROC range over seeds"))
+RESULT_COLUMNS += (
+    *METRIC_COLUMNS,
+    *COUNT_COLUMNS,
+    ("image_auroc_range", "image AUROC range over seeds"),
+)
 NUMERIC = tuple(key for key, _ in METRIC_COLUMNS)
+COUNTED = {"n_images": "image_auroc", "n_pixel_images": "pixel_auroc"}  # count -> its metric
 _SETUP = re.compile(r"^(full|(\d+)shot)(-real(\d+))?(-basic)?$")
 
 
@@ -146,11 +151,22 @@ def run_cell(cfg: Config, cell_dir: Path, heatmaps: bool = True) -> dict[str, An
     return evaluate(checkpoint, cell_dir, device=cfg.train.device, heatmaps=heatmaps)
 
 
-def _mean_of(members: list[dict[str, Any]], base: dict[str, Any]) -> dict[str, Any]:
+def _mean_of(
+    members: list[dict[str, Any]], base: dict[str, Any], over_seeds: bool
+) -> dict[str, Any]:
+    """The mean of each metric over `members`, and the images behind it: over seeds the count
+    they share (the same test images), over categories the sum of the counts of the members
+    that have the metric; None where a count is unknown."""
     mean = dict(base)
     for key in NUMERIC:
         values = [r[key] for r in members if r.get(key) is not None]
         mean[key] = float(np.mean(values)) if values else None
+    for key, metric in COUNTED.items():
+        counts = [r.get(key) for r in members if r.get(metric) is not None]
+        if not counts or None in counts or (over_seeds and len(set(counts)) > 1):
+            mean[key] = None
+        else:
+            mean[key] = counts[0] if over_seeds else sum(counts)
     return mean
 
 
@@ -165,7 +181,7 @@ def seed_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if len(members) < 2:
             continue
         base = {"category": category, "setup": setup, "modality": modality, "seed": "mean"}
-        row = _mean_of(members, base)
+        row = _mean_of(members, base, over_seeds=True)
         scores = [r["image_auroc"] for r in members if r.get("image_auroc") is not None]
         row["image_auroc_range"] = float(max(scores) - min(scores)) if scores else None
         out.append(row)
@@ -183,19 +199,22 @@ def mean_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         groups.setdefault((row["setup"], row["modality"]), []).append(row)
     return [
-        _mean_of(members, {"category": "mean", "setup": setup, "modality": modality})
+        _mean_of(
+            members, {"category": "mean", "setup": setup, "modality": modality}, over_seeds=False
+        )
         for (setup, modality), members in groups.items()
     ]
 
 
 def write_results(out_dir: Path, rows: list[dict[str, Any]]) -> None:
-    """results.json (the rows as given), results.csv and results.md, each written atomically."""
+    """results.json (the rows as given), results.csv and results.md, each written atomically;
+    the tables print an absent value (a pixel metric without masks, say) as n/a."""
     atomic_write_text(out_dir / "results.json", json.dumps(rows, indent=2))
     keys = [key for key, _ in RESULT_COLUMNS]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows([{k: ("" if r.get(k) is None else r[k]) for k in keys} for r in rows])
+    writer.writerows([{k: (fmt(None) if r.get(k) is None else r[k]) for k in keys} for r in rows])
     atomic_write_text(out_dir / "results.csv", buffer.getvalue())
     lines = [
         "| " + " | ".join(title for _, title in RESULT_COLUMNS) + " |",
@@ -258,7 +277,7 @@ def run_benchmark(
         tqdm.write(f"benchmark cell {cell}")
         result = run_cell(cfg.validate(), out_dir / cell, heatmaps)
         row = {"category": folder.name, "setup": setup, "modality": modality, "seed": seed}
-        row.update({key: result.get(key) for key in NUMERIC})
+        row.update({key: result.get(key) for key in (*NUMERIC, *COUNTED)})
         rows.append({**row, "cell": cell.as_posix()})
     if pending:
         tqdm.write(f"{len(pending)} cells belong to other shards and are not finished yet")

@@ -32,6 +32,12 @@ METRIC_COLUMNS = (
     ("training_seconds", "training s"),
     ("ms_per_image", "ms / image"),
 )
+# How many test images the metrics used, with their column titles in tables: every image for the
+# image metrics, the images whose pixel truth is known (normal or with a mask) for the pixel ones.
+COUNT_COLUMNS = (
+    ("n_images", "images (image metrics)"),
+    ("n_pixel_images", "images (pixel AUROC, AUPRO)"),
+)
 
 
 PRO_LIMIT = 0.3  # AUPRO integrates the PRO curve up to this false positive rate

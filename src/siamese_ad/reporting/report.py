@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from siamese_ad import metrics
-from siamese_ad.evaluation.evaluate import METRIC_COLUMNS, PRO_LIMIT, PixelCurves, pixel_curves
+from siamese_ad.evaluation.evaluate import (
+    COUNT_COLUMNS,
+    METRIC_COLUMNS,
+    PRO_LIMIT,
+    PixelCurves,
+    pixel_curves,
+)
 from siamese_ad.io import atomic_write_text
 from siamese_ad.reporting.html import (
     FIGURES,
@@ -103,7 +109,7 @@ def write_eval_report(
     fig_dir = out_dir / FIGURES
     labels = images.labels.numpy()
     scores = inference.scores
-    sections = ["<h2>Metrics</h2>", table([result], METRIC_COLUMNS)]
+    sections = ["<h2>Metrics</h2>", table([result], (*METRIC_COLUMNS, *COUNT_COLUMNS))]
     threshold = None
     if thresholds is not None:
         threshold = thresholds.image
