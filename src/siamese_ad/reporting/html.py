@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
@@ -43,9 +44,15 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
+def url(path: str) -> str:
+    """A relative POSIX path as a link: `#`, `?`, `%`, spaces and other URL-special characters
+    of its names percent-encoded, so a browser opens the file of that exact name."""
+    return quote(path)
+
+
 def relative(path: Path, start: Path) -> str:
-    """A POSIX link from folder `start` to `path`."""
-    return Path(os.path.relpath(Path(path).resolve(), Path(start).resolve())).as_posix()
+    """A link (`url`) from folder `start` to `path`."""
+    return url(Path(os.path.relpath(Path(path).resolve(), Path(start).resolve())).as_posix())
 
 
 def table(
@@ -57,7 +64,7 @@ def table(
     """An HTML table, one row per dict; columns are (key, heading) pairs.
 
     Args:
-        links: per row, a relative link placed on the first cell, or None.
+        links: per row, a relative link (`url`) placed on the first cell, or None.
     """
     head = "".join(f"<th>{html.escape(title)}</th>" for _, title in columns)
     body = []

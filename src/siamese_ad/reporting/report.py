@@ -32,6 +32,7 @@ from siamese_ad.reporting.html import (
     page,
     relative,
     table,
+    url,
 )
 from siamese_ad.reporting.plots import plot_curves, plot_histogram
 
@@ -167,7 +168,7 @@ def write_benchmark_report(
     out_dir = Path(out_dir)
     fig_dir = out_dir / FIGURES
     links = [
-        f"{r['cell']}/{REPORT}"
+        url(f"{r['cell']}/{REPORT}")
         if r.get("cell") and (out_dir / r["cell"] / REPORT).exists()
         else None
         for r in rows
