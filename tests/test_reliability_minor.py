@@ -4,14 +4,19 @@ looping folder links are skipped with a warning, and `--weights <folder>` says w
 from __future__ import annotations
 
 import json
+import shutil
+import warnings
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote
 
 import numpy as np
 import torch
+from PIL import Image
 
 from siamese_ad.data.dataset import ImageSet
+from siamese_ad.data.folder import read_folder
+from siamese_ad.data.mvtec import read_mvtec
 from siamese_ad.data.sample import Sample
 from siamese_ad.evaluation.inference import Inference
 from siamese_ad.reporting.heatmaps import write_panels
@@ -78,3 +83,39 @@ def test_benchmark_links_a_cell_with_a_hash_in_its_name_quoted(tmp_path: Path) -
     links = _links(page)
     assert "a%23b/full/report.html" in links
     assert all((tmp_path / unquote(link)).is_file() for link in links)
+
+
+# looping folder links: skipped, with one warning naming each
+
+
+def _loop_warnings(read: object, root: Path) -> tuple[object, list[str]]:
+    """What `read(root)` returns and the messages of its warnings that speak of a loop."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = read(root)  # type: ignore[operator]
+    return data, [str(w.message) for w in caught if "would loop" in str(w.message)]
+
+
+def test_mvtec_category_with_looping_links_reads_once_and_warns_of_each(
+    tiny_category: Path, tmp_path: Path
+) -> None:
+    root = Path(shutil.copytree(tiny_category, tmp_path / tiny_category.name))
+    (root / "test" / "self").symlink_to(root / "test", target_is_directory=True)
+    (root / "test" / "up").symlink_to("..", target_is_directory=True)
+    data, messages = _loop_warnings(read_mvtec, root)
+    expected = read_mvtec(tiny_category)
+    assert sorted(s.key for s in data.test) == sorted(s.key for s in expected.test)
+    assert len(messages) == 2
+    assert any(str(root / "test" / "self") in m for m in messages)
+    assert any(str(root / "test" / "up") in m for m in messages)
+
+
+def test_folder_data_set_with_a_link_to_itself_warns_once_naming_it(tmp_path: Path) -> None:
+    root = tmp_path / "plain"
+    for name in ("good/0.png", "good/1.png", "good/2.png", "cut/0.png"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((SIZE, SIZE, 3), np.uint8)).save(root / name)
+    (root / "loop").symlink_to(root, target_is_directory=True)
+    data, messages = _loop_warnings(read_folder, root)
+    assert [s.key for s in data.test if s.label == 1] == ["cut/0.png"]
+    assert len(messages) == 1 and str(root / "loop") in messages[0]

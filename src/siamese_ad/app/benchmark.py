@@ -28,6 +28,7 @@ from tqdm import tqdm
 from siamese_ad.app.evaluate import evaluate
 from siamese_ad.checkpoint import CHECKPOINT, RGBD_MANIFEST
 from siamese_ad.config import Config, ConfigError
+from siamese_ad.data.decode import list_folders
 from siamese_ad.data.sample import DataError
 from siamese_ad.evaluation.evaluate import COUNT_COLUMNS, METRIC_COLUMNS
 from siamese_ad.io import atomic_write_text
@@ -107,7 +108,7 @@ def find_categories(
             raise ConfigError(f"a folder data set is one category ({root.name}); use 'all'")
         return [root]
     if categories == "all":
-        found = sorted(p for p in root.iterdir() if p.is_dir() and (p / "train").is_dir())
+        found = [p for p in list_folders(root) if (p / "train").is_dir()]
         if not found:
             raise DataError(f"{root} holds no category folder with a train/ folder inside")
         return found

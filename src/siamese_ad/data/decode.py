@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +118,27 @@ def read_rgb(path: str | Path, size: ImageSize) -> tuple[np.ndarray, tuple[int, 
 def list_images(folder: Path) -> list[Path]:
     """Image files directly inside `folder`, sorted by name."""
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def list_folders(folder: Path) -> list[Path]:
+    """Folders directly inside `folder`, sorted by name, links to other folders included.
+
+    A link to `folder` itself or to a folder above it would loop (or read the same images under
+    another name); it is skipped with a warning naming it.
+    """
+    here = folder.resolve()
+    found = []
+    for path in sorted(p for p in folder.iterdir() if p.is_dir()):
+        target = path.resolve()
+        if path.is_symlink() and (target == here or target in here.parents):
+            warnings.warn(
+                f"skipped {path}: it links to {target}, a folder that holds it, "
+                "so reading it would loop; remove the link or point it elsewhere",
+                stacklevel=2,
+            )
+            continue
+        found.append(path)
+    return found
 
 
 def collect_images(inputs: list[str | Path]) -> list[Path]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from siamese_ad.data.decode import list_folders
 from siamese_ad.data.images import list_images
 from siamese_ad.data.mvtec import refuse_shared_mask
 from siamese_ad.data.sample import GOOD, CategoryData, DataError, Sample, warn_missing_masks
@@ -54,7 +55,7 @@ def read_folder(root: str | Path, holdout_every: int = 5) -> CategoryData:
         raise DataError(f"{good_dir} needs at least 2 images, found {len(good)}: {LAYOUT_HINT}")
     train = [Sample(p, 0) for i, p in enumerate(good) if (i + 1) % holdout_every]
     test = [Sample(p, 0) for i, p in enumerate(good) if not (i + 1) % holdout_every]
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in (GOOD, MASKS)):
+    for folder in [p for p in list_folders(root) if p.name not in (GOOD, MASKS)]:
         images = list_images(folder)
         test += [Sample(p, 1, folder.name, _mask_for(root, folder.name, p, images)) for p in images]
     warn_missing_masks(test, root)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from siamese_ad.data.decode import list_folders
 from siamese_ad.data.images import list_images
 from siamese_ad.data.sample import GOOD, CategoryData, DataError, Sample, warn_missing_masks
 
@@ -69,7 +70,7 @@ def read_mvtec(root: str | Path) -> CategoryData:
     if not train:
         raise DataError(f"{train_dir} holds no images: {LAYOUT_HINT}")
     test: list[Sample] = []
-    for folder in sorted(p for p in test_dir.iterdir() if p.is_dir()):
+    for folder in list_folders(test_dir):
         defect = folder.name
         images = list_images(folder)
         for image in images:

@@ -10,6 +10,7 @@ from pathlib import Path
 import tifffile
 from PIL import Image, UnidentifiedImageError
 
+from siamese_ad.data.decode import list_folders
 from siamese_ad.data.sample import GOOD, CategoryData, DataError, Sample
 
 SPLITS = ("train", "validation", "test")
@@ -76,7 +77,7 @@ def _read_split(folder: Path) -> list[Sample]:
         raise DataError(f"split folder {folder} is missing. {LAYOUT_HINT}")
     with_masks = folder.name == "test"
     samples = []
-    for type_dir in sorted(p for p in folder.iterdir() if p.is_dir() and p.name[0] != "."):
+    for type_dir in [p for p in list_folders(folder) if p.name[0] != "."]:
         if not with_masks and type_dir.name != GOOD:
             raise DataError(
                 f"{type_dir}: {folder.name}/ may hold only good/ images; move it under test/"
