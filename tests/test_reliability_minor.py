@@ -11,9 +11,11 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
+from siamese_ad.cli import main
 from siamese_ad.data.dataset import ImageSet
 from siamese_ad.data.folder import read_folder
 from siamese_ad.data.mvtec import read_mvtec
@@ -119,3 +121,22 @@ def test_folder_data_set_with_a_link_to_itself_warns_once_naming_it(tmp_path: Pa
     data, messages = _loop_warnings(read_folder, root)
     assert [s.key for s in data.test if s.label == 1] == ["cut/0.png"]
     assert len(messages) == 1 and str(root / "loop") in messages[0]
+
+
+# --weights <a folder>: one line saying it is a folder and that a state-dict file is wanted
+
+
+def test_weights_folder_is_one_line_asking_for_a_state_dict_file(
+    tiny_category: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    code = main(
+        ["train", "--data", str(tiny_category), "--out", str(out), "--weights", str(tmp_path),
+         "--backbone", "resnet18", "--device", "cpu", "--image-size", "32"]
+    )  # fmt: skip
+    assert code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert f"{tmp_path} is a folder" in lines[0] and "state-dict FILE" in lines[0]
+    assert "does not exist" not in lines[0]
+    assert not (out / "checkpoint.pt").exists()

@@ -203,6 +203,11 @@ def read_state_dict(path: Path) -> Mapping[str, Tensor]:
     """The state dict of tensors in `path`, read with weights_only=True."""
     import torch
 
+    if path.is_dir():
+        raise WeightsUnavailableError(
+            f"weights {path} is a folder; model.weights (--weights) wants a state-dict FILE "
+            "of the backbone, saved with torch.save(backbone.state_dict(), 'teacher.pth')"
+        )
     if not path.is_file():
         raise unavailable(f"weights file {path} does not exist")
     try:
