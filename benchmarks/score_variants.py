@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from siamese_ad import metrics
 from siamese_ad.config import SynthesisConfig
@@ -28,7 +27,7 @@ from siamese_ad.device import to_device
 from siamese_ad.evaluation.inference import Detector
 from siamese_ad.evaluation.thresholds import validation_samples
 from siamese_ad.losses import topk_mean
-from siamese_ad.scoring import GaussianBlur, stage_distances
+from siamese_ad.scoring import GaussianBlur, combine_stages, deviation_score, stage_distances
 from siamese_ad.training.validation import make_validation_set
 
 PRO_LIMIT = 0.3
@@ -53,13 +52,8 @@ def combine(
     bias: list[float],
 ) -> torch.Tensor:
     """Weighted sum of (d_i - bias_i) upsampled to size = (H, W), blurred: -> (N, H, W)."""
-    total = None
-    for d, w, b in zip(dists, weights, bias, strict=True):
-        if w == 0:
-            continue
-        up = F.interpolate((d - b).unsqueeze(1), size=size, mode="bilinear")
-        total = w * up if total is None else total + w * up
-    return GaussianBlur(sigma)(total.squeeze(1))
+    terms = [w * (d - b) for d, w, b in zip(dists, weights, bias, strict=True) if w != 0]
+    return combine_stages(terms, size, GaussianBlur(sigma))
 
 
 def evaluate_maps(
@@ -98,9 +92,7 @@ def image_scores(maps: torch.Tensor, dists: list[torch.Tensor], detector: Detect
         "top1%": topk_mean(maps, 0.01).numpy(),
     }
     if bool(model.deviation_ready):
-        raw = torch.stack([topk_mean(d, detector.cfg.deviation.topk) for d in dists], dim=1)
-        mean, std = model.stage_mean.float().cpu(), model.stage_std.float().cpu()
-        out["deviation"] = ((raw - mean) / std).mean(dim=1).numpy()
+        out["deviation"] = deviation_score(dists, model, detector.cfg.deviation.topk).numpy()
     return out
 
 

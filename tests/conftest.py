@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from siamese_ad.cli import main
 from siamese_ad.config import Config
 from siamese_ad.data.synthetic import make_synthetic_category
 
@@ -88,3 +90,18 @@ def tiny_run(tiny_category: Path, tmp_path_factory: pytest.TempPathFactory) -> T
     moved.parent.mkdir()
     shutil.move(trained_on, moved)
     return TinyRun(tmp / "run", moved)
+
+
+Rows = dict[str, dict[str, str]]
+
+
+def predict_both(run: Path, model: Path, category: Path, out: Path) -> tuple[Rows, Rows]:
+    """`predict` of the category's test images through the checkpoint (`run`) and through the
+    exported graph (`model`): each scores.csv's rows by image, checkpoint first."""
+    inputs = [str(category / "test" / d) for d in ("good", *TINY_DEFECTS)]
+    rows = []
+    for flag, path, name in (("--checkpoint", run, "t"), ("--model", model, "o")):
+        assert main(["predict", *inputs, flag, str(path), "--out", str(out / name)]) == 0
+        with (out / name / "scores.csv").open() as fh:
+            rows.append({r["image"]: r for r in csv.DictReader(fh)})
+    return rows[0], rows[1]

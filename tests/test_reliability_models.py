@@ -5,7 +5,6 @@ a model.json that does not match its graph are one line naming the file; `predic
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import shutil
 from collections.abc import Callable
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TinyRun, make_tiny_config
+from conftest import TinyRun, make_tiny_config, predict_both
 
 from siamese_ad.app.export import export_model
 from siamese_ad.cli import main
@@ -81,19 +80,11 @@ def bf16_export(tiny_category: Path, tmp_path_factory: pytest.TempPathFactory) -
     return tmp / "run", export_model(tmp / "run", tmp / "model.onnx")
 
 
-def _rows(csv_path: Path) -> dict[str, dict[str, str]]:
-    with csv_path.open() as fh:
-        return {r["image"]: r for r in csv.DictReader(fh)}
-
-
 def test_predict_model_and_checkpoint_agree_for_a_bf16_run(
     bf16_export: tuple[Path, Path], tiny_category: Path, tmp_path: Path
 ) -> None:
     run, model = bf16_export
-    inputs = [str(tiny_category / "test" / d) for d in ("good", "scratch", "spot")]
-    assert main(["predict", *inputs, "--checkpoint", str(run), "--out", str(tmp_path / "t")]) == 0
-    assert main(["predict", *inputs, "--model", str(model), "--out", str(tmp_path / "o")]) == 0
-    ref, got = _rows(tmp_path / "t" / "scores.csv"), _rows(tmp_path / "o" / "scores.csv")
+    ref, got = predict_both(run, model, tiny_category, tmp_path)
     assert len(ref) == 6 and ref.keys() == got.keys()
     for name, row in ref.items():
         assert abs(float(got[name]["score"]) - float(row["score"])) < 1e-3, name

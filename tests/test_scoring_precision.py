@@ -3,17 +3,15 @@ exported graph; off (the default), scoring stays float32 and nothing else change
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_SIZE, TinyRun, make_tiny_config
+from conftest import TINY_SIZE, TinyRun, make_tiny_config, predict_both
 
 from siamese_ad.app.export import export_model
-from siamese_ad.cli import main
 from siamese_ad.config import Config
 from siamese_ad.data.dataset import load_images, read_category
 from siamese_ad.evaluation.inference import Detector
@@ -70,19 +68,11 @@ def test_bf16_run_exports_its_float32_thresholds(bf16_scoring: tuple[Path, Path]
     assert meta["thresholds"] == extra[FLOAT32_KEY]
 
 
-def _rows(csv_path: Path) -> dict[str, dict[str, str]]:
-    with csv_path.open() as fh:
-        return {r["image"]: r for r in csv.DictReader(fh)}
-
-
 def test_predict_model_and_checkpoint_decide_alike_for_a_bf16_scoring_run(
     bf16_scoring: tuple[Path, Path], tiny_category: Path, tmp_path: Path
 ) -> None:
     run, model = bf16_scoring
-    inputs = [str(tiny_category / "test" / d) for d in ("good", "scratch", "spot")]
-    assert main(["predict", *inputs, "--checkpoint", str(run), "--out", str(tmp_path / "t")]) == 0
-    assert main(["predict", *inputs, "--model", str(model), "--out", str(tmp_path / "o")]) == 0
-    ref, got = _rows(tmp_path / "t" / "scores.csv"), _rows(tmp_path / "o" / "scores.csv")
+    ref, got = predict_both(run, model, tiny_category, tmp_path)
     assert len(ref) == 6 and ref.keys() == got.keys()
     scale = max(abs(float(row["score"])) for row in ref.values())
     for name, row in ref.items():

@@ -133,6 +133,13 @@ class AnomalyOutput:
     score_deviation: Tensor | None
 
 
+def deviation_score(distances: list[Tensor], model: TeacherStudentUNet, topk: float) -> Tensor:
+    """Eq. 8's image score: each stage's top-k mean standardised by the model's normal
+    statistics (set by stage 2), averaged over stages. [(B, H_i, W_i)] -> (B,)."""
+    raw = torch.stack([topk_mean(d, topk) for d in distances], dim=1)
+    return ((raw - model.stage_mean) / model.stage_std).mean(dim=1)
+
+
 IMAGE_SCORE_KEY = "image_score"  # payload["extra"] entry: the score train chose for "auto"
 
 
@@ -181,8 +188,7 @@ class AnomalyScorer(nn.Module):
         score_max = amap.flatten(1).amax(dim=1)
         deviation = None
         if self.deviation_ready:
-            raw = torch.stack([topk_mean(d, self.topk) for d in distances], dim=1)
-            deviation = ((raw - self.model.stage_mean) / self.model.stage_std).mean(dim=1)
+            deviation = deviation_score(distances, self.model, self.topk)
         if self.uses_deviation():
             if deviation is None:
                 raise ConfigError(

@@ -174,9 +174,9 @@ def exclude_trained(samples: list[Sample], manifest: SplitManifest, root: Path) 
     Raises:
         DataError: a normal training image of the manifest is among `samples`.
     """
-    used = set(manifest.anomalies)
+    used, trained_keys = set(manifest.anomalies), set(manifest.train)
     kept = [s for s in samples if relative_key(s, root) not in used]
-    overlap = [s.image for s in kept if relative_key(s, root) in set(manifest.train)]
+    overlap = [s.image for s in kept if relative_key(s, root) in trained_keys]
     if overlap:
         raise DataError(
             f"{overlap[0]} (and {len(overlap) - 1} more) was used to train this checkpoint and "
@@ -190,4 +190,5 @@ def exclude_trained(samples: list[Sample], manifest: SplitManifest, root: Path) 
             "checkpoint trained on (a renamed copy); left out of scoring.",
             stacklevel=2,
         )
-    return [s for s in kept if s.image not in set(copies)]
+    left_out = set(copies)
+    return [s for s in kept if s.image not in left_out]
