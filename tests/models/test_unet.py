@@ -141,3 +141,27 @@ def test_same_seed_builds_the_same_student() -> None:
 
     a, b = build().state_dict(), build().state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_student_init_does_not_depend_on_the_teachers_random_draws(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A backbone that draws more random numbers while built (another timm version, another
+    teacher) must leave the student of a seed unchanged: seeds stay paired across such changes."""
+    import siamese_ad.models.unet as unet
+
+    build_teacher = unet.build_teacher
+
+    def build(draws: int) -> dict[str, torch.Tensor]:
+        def drawing_teacher(*args: object, **kwargs: object) -> nn.Module:
+            torch.rand(draws)
+            return build_teacher(*args, **kwargs)
+
+        monkeypatch.setattr(unet, "build_teacher", drawing_teacher)
+        torch.manual_seed(3)
+        model = build_unet(ModelConfig(backbone="resnet18", weights="none"))
+        return model.trainable_state_dict()
+
+    a, b = build(0), build(1000)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("bottleneck.", "student.")))

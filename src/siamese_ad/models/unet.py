@@ -92,6 +92,12 @@ class TeacherStudentUNet(nn.Module):
 
 
 def build_unet(cfg: ModelConfig, weights: str | None = None) -> TeacherStudentUNet:
-    """Builds the U-Net named by `cfg`; `weights` overrides cfg.weights for the teacher."""
-    teacher = build_teacher(cfg.backbone, weights or cfg.weights, cfg.teacher_stages)
+    """Builds the U-Net named by `cfg`; `weights` overrides cfg.weights for the teacher.
+
+    The teacher is built under a forked random state, so the student's initial weights depend on
+    the seed alone, not on how many random numbers the backbone's construction draws (which
+    changes with timm versions and backbones): a seed gives the same student across such changes.
+    """
+    with torch.random.fork_rng(devices=[]):
+        teacher = build_teacher(cfg.backbone, weights or cfg.weights, cfg.teacher_stages)
     return TeacherStudentUNet(teacher, cfg.cpam, cfg.cpam_fusion, cfg.decoder_blocks)
