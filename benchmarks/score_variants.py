@@ -6,7 +6,13 @@ computes those once per image and then scores each variant from them, so choices
 columns (held-out normal images + one synthetic anomaly each, training/validation.py); the test
 columns are reported beside them.
 
+The validation anomalies are made as training's validation signal makes them (`--val-yardstick
+blend`, the default: patches of other validation images blended in, the family training learns
+from) or, with `--val-yardstick defects`, as scratches, stains and noise patches (data/defects.py),
+kinds training never sees: a check that a choice generalises beyond the synthetic family.
+
     python benchmarks/score_variants.py runs/exp/mt-base [more runs] --json out.json
+    python benchmarks/score_variants.py runs/exp/mt-base --val-yardstick defects --json out.json
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from siamese_ad.evaluation.inference import Detector
 from siamese_ad.evaluation.thresholds import validation_samples
 from siamese_ad.losses import topk_mean
 from siamese_ad.scoring import GaussianBlur, combine_stages, deviation_score, stage_distances
-from siamese_ad.training.validation import make_validation_set
+from siamese_ad.training.validation import YARDSTICKS, make_validation_set
 
 PRO_LIMIT = 0.3
 
@@ -96,13 +102,17 @@ def image_scores(maps: torch.Tensor, dists: list[torch.Tensor], detector: Detect
     return out
 
 
-def run_one(run: Path, pro: bool, synthesis: SynthesisConfig | None) -> dict:
+def run_one(
+    run: Path, pro: bool, synthesis: SynthesisConfig | None, yardstick: str = "blend"
+) -> dict:
     detector = Detector.load(run, device="cpu")
     cfg = detector.cfg
     size = cfg.data.size_hw
     loader = image_loader(cfg.data, run)
     val_images = load_images(validation_samples(detector), size, loader, "validation images")
-    vset = make_validation_set(val_images.images, cfg, synthesis)
+    vset = make_validation_set(val_images.images, cfg, synthesis, yardstick)
+    if vset is None:
+        raise SystemExit(f"{run}: fewer than 2 validation images, no validation set")
     data = read_category(cfg.data.root, cfg.data.format)
     manifest = SplitManifest.from_dict(detector.payload["manifest"])
     test = load_images(exclude_trained(data.test, manifest, data.root), size, loader, "test")
@@ -142,10 +152,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--val-synthesis",
         help="min_patches,max_patches,min_size,max_size of the validation anomalies "
-        "(default: the default synthesis, as train's validation signal)",
+        "(default: the default synthesis, as train's validation signal; blend yardstick only)",
+    )
+    parser.add_argument(
+        "--val-yardstick",
+        choices=YARDSTICKS,
+        default="blend",
+        help="how the validation anomalies are made: blend (as training's validation signal) "
+        "or defects (scratches, stains, noise patches that training never sees)",
     )
     args = parser.parse_args(argv)
     synthesis = None
+    if args.val_synthesis and args.val_yardstick != "blend":
+        parser.error("--val-synthesis applies to --val-yardstick blend only")
     if args.val_synthesis:
         lo, hi, small, large = args.val_synthesis.split(",")
         synthesis = SynthesisConfig(
@@ -153,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     table: dict[str, dict] = {}
     for run in args.runs:
-        table[str(run)] = run_one(run, not args.no_aupro, synthesis)
+        table[str(run)] = run_one(run, not args.no_aupro, synthesis, args.val_yardstick)
     if args.json:
         args.json.write_text(json.dumps(table, indent=2))
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from siamese_ad.checkpoint import read_checkpoint
 from siamese_ad.config import Config
+from siamese_ad.data.synthesis import foreground_mask
 from siamese_ad.models.unet import build_unet
 from siamese_ad.training.pool import AnomalyPool
 from siamese_ad.training.stage1 import masked_margin_loss, rotate_batch, stage_masks
@@ -118,6 +120,44 @@ def test_validation_set_and_metrics(
     if 0 < vset.labels.sum() < len(vset.labels):
         assert set(metrics) == {"val_image_auroc_max", "val_pixel_auroc"}
         assert all(0.0 <= v <= 1.0 for v in metrics.values())
+
+
+def test_defects_yardstick_paints_one_defect_per_normal_and_leaves_blend_as_it_was(
+    tiny_category: Path, make_config: Callable[[Path], Config]
+) -> None:
+    cfg = make_config(tiny_category)
+    noise = torch.Generator().manual_seed(0)
+    normals = torch.randint(0, 255, (6, 3, 32, 32), dtype=torch.uint8, generator=noise)
+    vset = make_validation_set(normals, cfg, yardstick="defects")
+    assert vset is not None and len(vset.images) == 12
+    assert vset.labels.tolist() == [0] * 6 + [1] * 6
+    assert torch.equal(vset.images[:6], normals) and not vset.masks[:6].any()
+    assert vset.masks[6:].flatten(1).any(1).all()
+    outside = ~vset.masks[6:].unsqueeze(1).expand(-1, 3, -1, -1)
+    moved = (vset.images[6:].int() - normals.int()).abs()
+    assert moved[outside].max() < 8  # a defect's soft edge stays below its mask's threshold
+    default = make_validation_set(normals, cfg)  # as before the yardstick existed
+    blend = make_validation_set(normals, cfg, None, "blend")
+    assert default is not None and blend is not None
+    assert torch.equal(default.images, blend.images) and torch.equal(default.masks, blend.masks)
+    assert not torch.equal(vset.images, default.images)
+    with pytest.raises(ValueError, match="blend, defects"):
+        make_validation_set(normals, cfg, yardstick="cracks")
+
+
+def test_defects_yardstick_keeps_to_the_object(
+    tiny_category: Path, make_config: Callable[[Path], Config]
+) -> None:
+    cfg = make_config(tiny_category)
+    cfg.data.object_type = "object"
+    discs = np.full((3, 48, 48, 3), 20, np.uint8)
+    for i, disc in enumerate(discs):
+        cv2.circle(disc, (20 + 4 * i, 24), 12, (200, 170, 150), -1)
+    normals = torch.from_numpy(discs).permute(0, 3, 1, 2).contiguous()
+    vset = make_validation_set(normals, cfg, yardstick="defects")
+    assert vset is not None and vset.labels.tolist() == [0] * 3 + [1] * 3
+    for disc, mask in zip(discs, vset.masks[3:], strict=True):
+        assert not (mask.numpy() & ~foreground_mask(disc)).any()
 
 
 @pytest.mark.parametrize("form", ["aligned", "triplet"])

@@ -5,6 +5,10 @@ schedules and settings can be chosen from it (METHOD.md: choices are settled on 
 validation data). The anomalies are made once, seeded, from the validation images alone (a patch
 of one validation image blended into another) with the default synthesis settings, so nothing
 here was ever trained on and runs that differ in their synthesis are measured alike.
+
+That yardstick shares its family with training's anomalies, so it flatters whatever fits them; the
+"defects" yardstick (scratches, stains and noise patches, data/defects.py) is made of families
+training never sees and measures generalisation to unseen kinds of defect.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import torch
 from torch import Tensor
 
 from siamese_ad.config import Config, SynthesisConfig
+from siamese_ad.data.defects import DEFECT_FAMILIES, DefectSynthesizer, defect_foregrounds
 from siamese_ad.data.synthesis import AnomalySynthesizer
 from siamese_ad.metrics import image_auroc, pixel_auroc
 from siamese_ad.models.unet import TeacherStudentUNet
@@ -23,6 +28,7 @@ from siamese_ad.training.calibration import score_images
 from siamese_ad.training.loop import STAGE_SALT
 
 MIN_VALIDATION = 2  # a synthetic anomaly needs a destination and another image as its source
+YARDSTICKS = ("blend", "defects")  # how make_validation_set makes its anomalies
 
 
 @dataclass
@@ -41,27 +47,59 @@ class ValidationSet:
 
 
 def make_validation_set(
-    normals: Tensor, cfg: Config, synthesis: SynthesisConfig | None = None
+    normals: Tensor,
+    cfg: Config,
+    synthesis: SynthesisConfig | None = None,
+    yardstick: str = "blend",
 ) -> ValidationSet | None:
-    """Builds the set from (N, 3, S, S) uint8 validation images; None when N < MIN_VALIDATION.
+    """Builds the set from (N, 3, H, W) uint8 validation images; None when N < MIN_VALIDATION.
 
-    `synthesis` defaults to the default SynthesisConfig, not the run's: one yardstick for runs
-    that differ in their synthesis (benchmarks may pass another to make a harder one).
+    `yardstick` "blend" makes each anomaly as training does, a patch of another validation image
+    blended in; "defects" paints one scratch, stain or noise patch into each (the families in
+    turn), kinds training never sees. Both follow `cfg.data.object_type`.
+
+    `synthesis` ("blend" only) defaults to the default SynthesisConfig, not the run's: one
+    yardstick for runs that differ in their synthesis (benchmarks may pass another to make a
+    harder one).
     """
+    if yardstick not in YARDSTICKS:
+        raise ValueError(f"yardstick={yardstick!r}; choose one of {', '.join(YARDSTICKS)}")
+    if synthesis is not None and yardstick != "blend":
+        raise ValueError(f"a synthesis applies to the blend yardstick only, not {yardstick!r}")
     if len(normals) < MIN_VALIDATION:
         return None
     arrays = [img.permute(1, 2, 0).numpy() for img in normals]
-    synth = AnomalySynthesizer.from_config(
-        arrays, synthesis or SynthesisConfig(), cfg.data.object_type
-    )
-    rng = np.random.default_rng(cfg.train.seed * 1_000_003 + STAGE_SALT["validation"])
-    made = [synth(i, rng) for i in range(len(arrays))]
+    if yardstick == "blend":
+        synth = AnomalySynthesizer.from_config(
+            arrays, synthesis or SynthesisConfig(), cfg.data.object_type
+        )
+        rng = _validation_rng(cfg)
+        made = [synth(i, rng) for i in range(len(arrays))]
+    else:
+        made = _paint_defects(arrays, cfg)
     anomalies = torch.stack([torch.from_numpy(image).permute(2, 0, 1) for image, _ in made])
     masks = torch.stack([torch.from_numpy(mask) for _, mask in made])
     images = torch.cat([normals, anomalies])
     all_masks = torch.cat([torch.zeros(len(normals), *masks.shape[1:], dtype=torch.bool), masks])
     labels = all_masks.flatten(1).any(dim=1).numpy().astype(np.int64)
     return ValidationSet(images, all_masks, labels)
+
+
+def _validation_rng(cfg: Config) -> np.random.Generator:
+    """The validation anomalies' generator: the same for every yardstick of a seed."""
+    return np.random.default_rng(cfg.train.seed * 1_000_003 + STAGE_SALT["validation"])
+
+
+def _paint_defects(arrays: list[np.ndarray], cfg: Config) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One defect per (H, W, 3) uint8 image, the families in turn, seeded as the blend path;
+    on objects confined to the image's estimated foreground. -> (image, (H, W) bool mask) each."""
+    synth = DefectSynthesizer()
+    foregrounds = defect_foregrounds(arrays, cfg.data.object_type)
+    rng = _validation_rng(cfg)
+    return [
+        synth(image, rng, DEFECT_FAMILIES[i % len(DEFECT_FAMILIES)], foreground)
+        for i, (image, foreground) in enumerate(zip(arrays, foregrounds, strict=True))
+    ]
 
 
 def validation_metrics(
