@@ -10,12 +10,12 @@ import pytest
 import torch
 from conftest import TinyRun, make_tiny_config
 
-from siamese_ad.checkpoint import read_checkpoint
-from siamese_ad.config import ScoringConfig
+from siamese_ad.checkpoint import TrainingState, read_checkpoint
+from siamese_ad.config import Config, ScoringConfig
 from siamese_ad.data.synthetic import make_synthetic_category
 from siamese_ad.evaluation.inference import Detector
 from siamese_ad.scoring import IMAGE_SCORE_KEY, choose_image_score, trained_scoring
-from siamese_ad.training.trainer import train
+from siamese_ad.training.trainer import _Run, train
 
 
 def test_the_rule_keeps_deviation_unless_max_is_strictly_better() -> None:
@@ -55,7 +55,47 @@ def test_train_stores_its_choice_from_the_last_validation_scores(tmp_path: Path)
     run = train(cfg, tmp_path / "run")
     payload = read_checkpoint(run)
     last = payload["state"]["history"][-1]
-    wanted = choose_image_score(last["val_image_auroc_max"], last["val_image_auroc_deviation"])
+    assert {"val_image_auroc_deviation", "val_defects_image_auroc_deviation"} <= last.keys()
+    wanted = choose_image_score(
+        last["val_defects_image_auroc_max"], last["val_defects_image_auroc_deviation"]
+    )  # the defects yardstick decides; the blend one is logged beside it
     assert payload["extra"][IMAGE_SCORE_KEY] == wanted
     detector = Detector.load(run, device="cpu")
     assert detector.scorer.uses_deviation() == (wanted == "deviation")
+
+
+@pytest.mark.parametrize(
+    ("entry", "wanted"),
+    [
+        # the defects yardstick decides when the history has it, whatever the blend one says
+        (
+            {
+                "val_image_auroc_max": 0.9,
+                "val_image_auroc_deviation": 0.5,
+                "val_defects_image_auroc_max": 0.6,
+                "val_defects_image_auroc_deviation": 0.7,
+            },
+            "deviation",
+        ),
+        (
+            {
+                "val_image_auroc_max": 0.5,
+                "val_image_auroc_deviation": 0.9,
+                "val_defects_image_auroc_max": 0.8,
+                "val_defects_image_auroc_deviation": 0.7,
+            },
+            "max",
+        ),
+        # a history written before the defects yardstick existed (a resumed run): blend decides
+        ({"val_image_auroc_max": 0.9, "val_image_auroc_deviation": 0.5}, "max"),
+        ({"val_image_auroc_max": 0.9}, None),
+    ],
+)
+def test_auto_choice_reads_the_defects_yardstick_first(
+    entry: dict[str, float], wanted: str | None
+) -> None:
+    state = TrainingState()
+    state.history.append({"stage": "stage2", **entry})
+    run = _Run.__new__(_Run)
+    run.cfg, run.state = Config(), state
+    assert run.auto_image_score() == wanted

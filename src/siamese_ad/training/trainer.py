@@ -48,6 +48,7 @@ from siamese_ad.training.stage1 import Stage1Step
 from siamese_ad.training.stage2 import Stage2Step, normal_statistics, set_statistics
 from siamese_ad.training.teacher_cache import TeacherCache
 from siamese_ad.training.validation import (
+    DEFECTS_PREFIX,
     ValidationSet,
     make_validation_set,
     validation_metrics,
@@ -137,7 +138,8 @@ class _Run:
     loader: ImageLoader
     pool: AnomalyPool | None
     device: torch.device
-    validation_set: ValidationSet | None = None
+    validation_set: ValidationSet | None = None  # the blend yardstick: "val_*" in the history
+    defects_set: ValidationSet | None = None  # the defects yardstick: "val_defects_*"
     cache: TeacherCache | None = None
     validation_images: ImageSet | None = None  # decoded once, by held_out() in _prepare
     extra: dict = field(default_factory=dict)  # the checkpoint's "extra": thresholds at the end
@@ -180,18 +182,22 @@ class _Run:
 
     def auto_image_score(self) -> str | None:
         """For scoring.image_score "auto" after stage 2: "max" or "deviation", whichever the
-        last epoch's validation signal ranks first (scoring.choose_image_score); None when
-        there is nothing to choose or no signal to choose by."""
+        last epoch's validation signal ranks first (scoring.choose_image_score) on the defects
+        yardstick (defect families training never saw; the blend yardstick for a history that
+        lacks it); None when there is nothing to choose or no signal to choose by."""
         last = self.state.history[-1] if self.state.history else {}
-        keys = ("val_image_auroc_max", "val_image_auroc_deviation")
-        if self.cfg.scoring.image_score != "auto" or not all(k in last for k in keys):
+        if self.cfg.scoring.image_score != "auto":
             return None
-        choice = choose_image_score(*(last[k] for k in keys))
-        tqdm.write(
-            f"image score: {choice} (validation image AUROC: max of the map "
-            f"{last[keys[0]]:.4f}, deviation {last[keys[1]]:.4f})"
-        )
-        return choice
+        for prefix, name in ((DEFECTS_PREFIX, "defects"), ("val_", "blend")):
+            keys = (f"{prefix}image_auroc_max", f"{prefix}image_auroc_deviation")
+            if all(k in last for k in keys):
+                choice = choose_image_score(*(last[k] for k in keys))
+                tqdm.write(
+                    f"image score: {choice} (validation image AUROC, {name} yardstick: max of "
+                    f"the map {last[keys[0]]:.4f}, deviation {last[keys[1]]:.4f})"
+                )
+                return choice
+        return None
 
     def run(self, stage: str, epochs: int, lr: float, step_type: type, optimizer_state) -> None:
         """Runs the unfinished epochs of `stage` with a fresh (or restored) Adam."""
@@ -202,12 +208,17 @@ class _Run:
             self.model, opt, self.normals, self.pool, self.cfg, self.device, self.cache
         )
         bs, seed = self.cfg.train.batch_size, self.cfg.train.seed
-        vset = self.validation_set
+        vset, dset = self.validation_set, self.defects_set
         validate = None
         if vset is not None:
 
             def validate() -> dict[str, float]:
-                return validation_metrics(self.model, vset, self.cfg, self.device)
+                got = validation_metrics(self.model, vset, self.cfg, self.device)
+                if dset is not None:
+                    got |= validation_metrics(
+                        self.model, dset, self.cfg, self.device, DEFECTS_PREFIX
+                    )
+                return got
 
         run_stage(
             stage,
@@ -272,6 +283,7 @@ def _prepare(cfg: Config, out_dir: Path, resume: bool) -> tuple[_Run, dict | Non
         and len(split.validation) >= MIN_REFERENCE
     ):
         run.validation_set = make_validation_set(run.held_out().images, cfg)
+        run.defects_set = make_validation_set(run.held_out().images, cfg, yardstick="defects")
     return run, optimizer_state
 
 

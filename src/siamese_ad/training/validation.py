@@ -27,6 +27,7 @@ from siamese_ad.models.unet import TeacherStudentUNet
 from siamese_ad.training.calibration import score_images
 from siamese_ad.training.loop import STAGE_SALT
 
+DEFECTS_PREFIX = "val_defects_"  # history keys of the defects yardstick (train scores both)
 MIN_VALIDATION = 2  # a synthetic anomaly needs a destination and another image as its source
 YARDSTICKS = ("blend", "defects")  # how make_validation_set makes its anomalies
 
@@ -103,16 +104,21 @@ def _paint_defects(arrays: list[np.ndarray], cfg: Config) -> list[tuple[np.ndarr
 
 
 def validation_metrics(
-    model: TeacherStudentUNet, vset: ValidationSet, cfg: Config, device: torch.device
+    model: TeacherStudentUNet,
+    vset: ValidationSet,
+    cfg: Config,
+    device: torch.device,
+    prefix: str = "val_",
 ) -> dict[str, float]:
     """Image AUROC (max of map, and deviation once stage 2 set its statistics) and pixel AUROC
-    of the model on the validation set; keys start with "val_"."""
+    of the model on the validation set; keys start with `prefix` ("val_", or "val_defects_"
+    for the defects yardstick), e.g. "val_image_auroc_max"."""
     result: dict[str, float] = {}
     if not 0 < vset.labels.sum() < len(vset.labels):
         return result
     scored = score_images(model, vset.images, cfg, device)
-    result["val_image_auroc_max"] = image_auroc(scored.maxima, vset.labels)
+    result[f"{prefix}image_auroc_max"] = image_auroc(scored.maxima, vset.labels)
     if scored.deviations is not None:
-        result["val_image_auroc_deviation"] = image_auroc(scored.deviations, vset.labels)
-    result["val_pixel_auroc"] = pixel_auroc(scored.maps, vset.masks.numpy())
+        result[f"{prefix}image_auroc_deviation"] = image_auroc(scored.deviations, vset.labels)
+    result[f"{prefix}pixel_auroc"] = pixel_auroc(scored.maps, vset.masks.numpy())
     return result
