@@ -280,6 +280,9 @@ class ScoringConfig:
     # auto: after stage 2, deviation unless the validation signal ranks the max of the map
     # strictly higher (train stores the choice in the checkpoint); before stage 2, max
     image_score: str = "auto"  # auto | max | deviation
+    # mean: each stage's (1 - cos) map is divided by its mean over normal held-out images before
+    # the stages are summed (train sets the means at its end); none: the plain sum of eq. 2
+    map_norm: str = "mean"  # mean | none
     threshold_quantile: float = 0.99  # of normal validation scores, when no anomaly to fit F1
     # bf16 autocast in checkpoint scoring (train's calibration, evaluate, predict, Detector):
     # faster where the CPU/GPU has bf16. Off: float32, as the exported graph. On: train also
@@ -293,6 +296,7 @@ class ScoringConfig:
                 f"scoring.threshold_quantile={self.threshold_quantile} must be in [0.5, 1]"
             )
         _check_choice("scoring.image_score", self.image_score, ("auto", "max", "deviation"))
+        _check_choice("scoring.map_norm", self.map_norm, ("mean", "none"))
 
 
 @dataclass

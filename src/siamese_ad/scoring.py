@@ -97,11 +97,22 @@ def _cosine_distance_float(teacher: Tensor, student: Tensor) -> Tensor:
     return torch.cat([cosine_distance(t.float(), s.float()) for t, s in pairs])
 
 
-def combine_stages(distances: list[Tensor], size: tuple[int, int], blur: GaussianBlur) -> Tensor:
-    """Sum of the stage maps upsampled bilinearly to `size`, then blurred: -> (B, H, W)."""
+def combine_stages(
+    distances: list[Tensor],
+    size: tuple[int, int],
+    blur: GaussianBlur,
+    scale: Tensor | None = None,
+) -> Tensor:
+    """Sum of the stage maps upsampled bilinearly to `size`, then blurred: -> (B, H, W).
+
+    `scale` (n,), when given, divides stage i's map by scale[i] before the sum (scoring.map_norm
+    "mean": the stage's mean over normal images, so that every stage counts alike).
+    """
     with torch.autocast(device_type=distances[0].device.type, enabled=False):
         total = None
-        for dist in distances:
+        for i, dist in enumerate(distances):
+            if scale is not None:  # before upsampling: the same (interpolation is linear), cheaper
+                dist = dist / scale[i]
             up = F.interpolate(dist.unsqueeze(1), size=size, mode="bilinear", align_corners=False)
             total = up if total is None else total + up
         return blur(total.squeeze(1))
@@ -175,6 +186,11 @@ class AnomalyScorer(nn.Module):
         self.topk = topk
         self.image_score = cfg.image_score
         self.deviation_ready = bool(model.deviation_ready)
+        self.map_norm = cfg.map_norm
+
+    def map_scale(self) -> Tensor | None:
+        """The per-stage divisors of the map: the model's stage_map_mean under map_norm "mean"."""
+        return self.model.stage_map_mean if self.map_norm == "mean" else None
 
     def uses_deviation(self) -> bool:
         if self.image_score == "auto":
@@ -184,7 +200,7 @@ class AnomalyScorer(nn.Module):
     def forward(self, images: Tensor) -> AnomalyOutput:
         """(B, 3, H, W) in [0, 1] -> AnomalyOutput."""
         distances = stage_distances(self.model(images))
-        amap = combine_stages(distances, images.shape[-2:], self.blur)
+        amap = combine_stages(distances, images.shape[-2:], self.blur, self.map_scale())
         score_max = amap.flatten(1).amax(dim=1)
         deviation = None
         if self.deviation_ready:

@@ -31,7 +31,10 @@ class TeacherStudentUNet(nn.Module):
 
     Besides the weights it holds, as buffers, the per-stage statistics of the top-k anomaly scores
     of normal training images (`stage_mean`, `stage_std`, each (n,)), set after stage 1 and used
-    to standardise the deviation score; `deviation_ready` says whether they were set.
+    to standardise the deviation score; `deviation_ready` says whether they were set; and
+    `stage_map_mean` (n,), each stage's mean (1 - cos) over the pixels of normal held-out images,
+    set at the end of training, which scoring.map_norm "mean" divides each stage's map by (ones
+    until then, and in checkpoints written before it existed: the plain sum).
     """
 
     def __init__(self, teacher: Teacher, cpam: bool, cpam_fusion: str, decoder_blocks: int) -> None:
@@ -50,6 +53,7 @@ class TeacherStudentUNet(nn.Module):
         self.register_buffer("stage_mean", torch.zeros(n))
         self.register_buffer("stage_std", torch.ones(n))
         self.register_buffer("deviation_ready", torch.tensor(False))
+        self.register_buffer("stage_map_mean", torch.ones(n))
 
     @property
     def num_stages(self) -> int:

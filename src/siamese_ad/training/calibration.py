@@ -17,8 +17,31 @@ from siamese_ad.config import Config
 from siamese_ad.data.dataset import ImageSet
 from siamese_ad.device import autocast, to_device
 from siamese_ad.models.unet import TeacherStudentUNet
-from siamese_ad.scoring import AnomalyScorer
+from siamese_ad.scoring import AnomalyScorer, stage_distances
 from siamese_ad.thresholds import EXTRA_KEY, FLOAT32_KEY, Thresholds, thresholds_for
+
+MAP_MEAN_FLOOR = 1e-6  # a stage whose normal map is ~0 everywhere is not divided up to infinity
+
+
+@torch.inference_mode()
+def stage_map_means(
+    model: TeacherStudentUNet, normals: torch.Tensor, cfg: Config, device: torch.device
+) -> torch.Tensor:
+    """(n,) float32: each stage's mean (1 - cos) over all pixels (at the stage's resolution) of
+    (N, 3, H, W) uint8 normal images, scored in the precision of scoring.bf16."""
+    model.eval()
+    total, count = None, 0
+    for chunk in normals.split(cfg.train.batch_size):
+        with autocast(device, cfg.scoring.bf16):
+            dists = stage_distances(model(to_device(chunk, device, cfg.train.channels_last)))
+        sums = torch.stack([d.float().mean(dim=(1, 2)).sum() for d in dists]).cpu()
+        total, count = (sums if total is None else total + sums), count + len(chunk)
+    return (total / max(count, 1)).clamp_min(MAP_MEAN_FLOOR)
+
+
+def set_map_means(model: TeacherStudentUNet, means: torch.Tensor) -> None:
+    """Stores the per-stage map means that scoring.map_norm "mean" divides each stage's map by."""
+    model.stage_map_mean.copy_(means)
 
 
 @dataclass

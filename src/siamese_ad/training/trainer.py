@@ -40,7 +40,7 @@ from siamese_ad.models.teacher import resolve_stages
 from siamese_ad.models.unet import TeacherStudentUNet, build_unet
 from siamese_ad.scoring import IMAGE_SCORE_KEY, choose_image_score, trained_scoring
 from siamese_ad.training import distributed
-from siamese_ad.training.calibration import stored_calibration
+from siamese_ad.training.calibration import set_map_means, stage_map_means, stored_calibration
 from siamese_ad.training.loop import STAGE_SALT, run_stage, schedule, seed_everything
 from siamese_ad.training.multimodal import train_rgbd
 from siamese_ad.training.pool import AnomalyPool
@@ -53,6 +53,8 @@ from siamese_ad.training.validation import (
     make_validation_set,
     validation_metrics,
 )
+
+FINAL_VALIDATION_KEY = "final_validation"  # the finished model's defects-yardstick metrics
 
 
 def build_pool(normals: torch.Tensor, real: ImageSet | None, cfg: Config) -> AnomalyPool:
@@ -168,11 +170,22 @@ class _Run:
         return self.held_out().images
 
     def finish(self) -> None:
-        """Marks training done and saves it with the decision thresholds chosen on the held-out
-        validation images (siamese_ad/thresholds.py); a run without them saves none."""
+        """Marks training done and saves it with the per-stage map means (scoring.map_norm) of
+        the reference normals, the image score "auto" resolves to, and the decision thresholds
+        chosen on the held-out validation images (siamese_ad/thresholds.py; a run without them
+        saves none), in that order: each scores with what the one before set."""
         self.state.stage = "done"
         cfg = self.cfg
-        choice = self.auto_image_score()
+        set_map_means(
+            self.model, stage_map_means(self.model, self.reference_normals(), cfg, self.device)
+        )
+        final = None
+        if self.defects_set is not None:
+            final = validation_metrics(
+                self.model, self.defects_set, cfg, self.device, DEFECTS_PREFIX
+            )
+            self.extra[FINAL_VALIDATION_KEY] = final
+        choice = self.auto_image_score(final)
         if choice is not None:
             self.extra[IMAGE_SCORE_KEY] = choice
             cfg = dataclasses.replace(cfg, scoring=trained_scoring(cfg.scoring, self.extra))
@@ -180,12 +193,16 @@ class _Run:
             self.extra.update(stored_calibration(self.model, self.held_out(), cfg, self.device))
         self.save()
 
-    def auto_image_score(self) -> str | None:
+    def auto_image_score(self, final: dict[str, float] | None = None) -> str | None:
         """For scoring.image_score "auto" after stage 2: "max" or "deviation", whichever the
-        last epoch's validation signal ranks first (scoring.choose_image_score) on the defects
-        yardstick (defect families training never saw; the blend yardstick for a history that
-        lacks it); None when there is nothing to choose or no signal to choose by."""
-        last = self.state.history[-1] if self.state.history else {}
+        validation signal ranks first (scoring.choose_image_score) on the defects yardstick
+        (defect families training never saw), else on the blend one; None when there is
+        nothing to choose or no signal to choose by.
+
+        `final`: the defects yardstick's metrics of the finished model, as it will score (map
+        means set); without them the last epoch's history entry decides.
+        """
+        last = {**(self.state.history[-1] if self.state.history else {}), **(final or {})}
         if self.cfg.scoring.image_score != "auto":
             return None
         for prefix, name in ((DEFECTS_PREFIX, "defects"), ("val_", "blend")):
