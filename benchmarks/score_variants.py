@@ -73,15 +73,18 @@ def evaluate_maps(
 
 
 def variants(n_stages: int, normal_means: list[float], normal_stds: list[float]) -> dict:
-    """name -> (weights, bias, sigma)."""
+    """name -> (weights, bias, sigma). "mean-norm s4 (default)" is what the checkpoint scores
+    with (scoring.map_norm "mean", sigma 4) when its means come from these validation normals
+    (train takes them from the held-out normals, at least 4, else the training images);
+    "sum s4 (map_norm none)" is eq. 2's plain sum."""
     ones, zeros = [1.0] * n_stages, [0.0] * n_stages
     inv_mean = [1.0 / m for m in normal_means]
     inv_std = [1.0 / s for s in normal_stds]
     table = {
-        "sum s4 (current)": (ones, zeros, 4.0),
+        "sum s4 (map_norm none)": (ones, zeros, 4.0),
         "sum s2": (ones, zeros, 2.0),
         "sum s8": (ones, zeros, 8.0),
-        "mean-norm s4": (inv_mean, zeros, 4.0),
+        "mean-norm s4 (default)": (inv_mean, zeros, 4.0),
         "z-norm s4": (inv_std, normal_means, 4.0),
     }
     for drop in range(n_stages):

@@ -14,10 +14,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import TinyRun, predict_both
 from PIL import Image
 
 from siamese_ad.app.export import decision_from, export_model, metadata_path
-from siamese_ad.checkpoint import TrainingState, save_checkpoint
+from siamese_ad.checkpoint import TrainingState, read_checkpoint, save_checkpoint
 from siamese_ad.cli import main
 from siamese_ad.config import preset
 from siamese_ad.evaluation.inference import Detector
@@ -27,6 +28,7 @@ from siamese_ad.training.stage2 import set_statistics
 
 SIZE = 64
 TOL = 1e-4
+STAGE_MAP_MEAN = torch.tensor([0.5, 1.25, 2.0])  # the graph must divide by them, as the scorer
 THRESHOLDS = Thresholds(
     image=0.05, pixel=0.6, centre=0.0, spread=0.1, image_method="f1", pixel_method="quantile",
     quantile=0.99, n_normal=4, n_anomalous=2,
@@ -34,7 +36,8 @@ THRESHOLDS = Thresholds(
 
 
 def _checkpoint(path: Path, backbone: str, cpam: bool, thresholds: dict | None) -> Path:
-    """A small untrained checkpoint with non-zero CPAM gammas and deviation statistics set."""
+    """A small untrained checkpoint with non-zero CPAM gammas, per-stage map means other than
+    ones (scoring.map_norm "mean" divides by them) and deviation statistics set."""
     cfg = preset("cpu")
     cfg.data.root, cfg.data.image_size = "unused", SIZE
     cfg.model.backbone, cfg.model.weights, cfg.model.cpam = backbone, "none", cpam
@@ -45,6 +48,7 @@ def _checkpoint(path: Path, backbone: str, cpam: bool, thresholds: dict | None) 
         for name, param in model.named_parameters():
             if name.endswith(("gamma_c", "gamma_p")):
                 param.fill_(0.5)
+        model.stage_map_mean.copy_(STAGE_MAP_MEAN)
     if thresholds is not None:  # a stage-2 model: the score is the deviation score
         set_statistics(model, torch.tensor([0.02, 0.03, 0.04]), torch.tensor([0.5, 0.7, 0.9]))
     extra = {"thresholds": thresholds} if thresholds is not None else None
@@ -77,6 +81,8 @@ def test_onnx_matches_pytorch_with_dynamic_batch(lite_cpam: Path) -> None:
     model = lite_cpam.parent / "model.onnx"
     meta = json.loads(metadata_path(model).read_text())
     assert meta["image_size"] == SIZE and meta["score"] == "deviation"
+    assert meta["map_norm"] == "mean"
+    assert meta["stage_map_mean"] == pytest.approx(STAGE_MAP_MEAN.tolist())
     assert meta["outputs"] == ["map", "score", "anomalous", "normalised_score", "mask"]
     images = _images(3, seed=1)  # exported with a batch of 2: the batch axis is dynamic
     maps, scores = _reference(lite_cpam, images)
@@ -126,6 +132,24 @@ def test_predict_model_matches_predict_checkpoint_without_torch(
     got_maps = np.load(tmp_path / "onnx" / "maps.npy").astype(np.float32)
     assert np.abs(ref_maps - got_maps).max() <= 1e-3 * max(np.abs(ref_maps).max(), 1.0)
     assert len(list((tmp_path / "onnx" / "heatmaps").glob("*.png"))) == 6  # panels and masks
+
+
+def test_onnx_of_a_trained_run_divides_each_stage_by_its_map_mean(
+    tiny_run: TinyRun, tmp_path: Path
+) -> None:
+    """train sets the map means; predict --model and predict --checkpoint give the same maps."""
+    means = read_checkpoint(tiny_run.run)["model"]["stage_map_mean"]
+    assert not torch.equal(means, torch.ones_like(means))
+    model = export_model(tiny_run.run, tmp_path / "model.onnx")
+    meta = json.loads(metadata_path(model).read_text())
+    assert meta["map_norm"] == "mean" and meta["stage_map_mean"] == pytest.approx(means.tolist())
+    ref, got = predict_both(tiny_run.run, model, tiny_run.data, tmp_path)
+    assert len(ref) == 6 and ref.keys() == got.keys()
+    for name, row in ref.items():
+        score = float(row["score"])
+        assert abs(float(got[name]["score"]) - score) < TOL * max(abs(score), 1.0), name
+    ref_maps, got_maps = (np.load(tmp_path / k / "maps.npy").astype(np.float32) for k in "to")
+    assert np.abs(ref_maps - got_maps).max() <= 1e-3 * max(np.abs(ref_maps).max(), 1.0)
 
 
 @pytest.fixture(scope="module")

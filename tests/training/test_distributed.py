@@ -8,14 +8,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import make_tiny_config
 
+import siamese_ad.training.trainer as trainer_module
 from siamese_ad.checkpoint import read_checkpoint
 from siamese_ad.cli import main
+from siamese_ad.data.synthetic import make_synthetic_category
 from siamese_ad.models.unet import build_unet
 from siamese_ad.training import distributed
 from siamese_ad.training.loop import seed_everything
+from siamese_ad.training.trainer import train
 
 # Both runs compute the same global-batch forward pass (BatchNorm statistics over the global
 # batch) and the same mean loss; only the order of floating-point sums differs. That noise is
@@ -81,6 +85,27 @@ def test_two_processes_match_one(tiny_category: Path, tmp_path: Path) -> None:
     assert step_single.abs().max() > 100 * WEIGHT_ATOL  # training did move the weights
     assert diff.norm() / step_single.norm() < MAX_RELATIVE_UPDATE_DIFF
     assert (diff.abs() > WEIGHT_ATOL).float().mean() < MAX_SHARE_DIFFERENT
+    means = ddp["model"]["stage_map_mean"]  # finish() ran under torchrun too
+    assert not torch.equal(means, torch.ones_like(means))
+    torch.testing.assert_close(means, single["model"]["stage_map_mean"], rtol=1e-3, atol=0.0)
+
+
+def test_only_rank_0_scores_the_finished_model_on_the_defects_yardstick(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Other ranks write nothing, so they skip the final validation (as every epoch's) and the
+    image-score choice it feeds, which only rank 0 logs and stores."""
+    data = make_synthetic_category(
+        tmp_path / "data", n_train=12, n_test_good=2, n_test_defect=1, size=32, defects=("spot",)
+    )
+    cfg = make_tiny_config(data)
+    cfg.data.validation_fraction = 0.4  # 4 validation images: both yardsticks exist
+    scored: list[tuple] = []
+    monkeypatch.setattr(distributed, "is_main", lambda: False)
+    monkeypatch.setattr(trainer_module, "validation_metrics", lambda *a: scored.append(a) or {})
+    train(cfg, tmp_path / "run")
+    assert scored == []
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
 def test_helpers_are_identities_without_torchrun() -> None:

@@ -10,12 +10,17 @@ import pytest
 import torch
 from conftest import TinyRun, make_tiny_config
 
-from siamese_ad.checkpoint import TrainingState, read_checkpoint
+from siamese_ad.checkpoint import TrainingState, load_model, read_checkpoint
 from siamese_ad.config import Config, ScoringConfig
+from siamese_ad.data.dataset import load_images, read_category
+from siamese_ad.data.splits import relative_key
 from siamese_ad.data.synthetic import make_synthetic_category
 from siamese_ad.evaluation.inference import Detector
 from siamese_ad.scoring import IMAGE_SCORE_KEY, choose_image_score, trained_scoring
-from siamese_ad.training.trainer import _Run, train
+from siamese_ad.training.trainer import FINAL_VALIDATION_KEY, _Run, train
+from siamese_ad.training.validation import DEFECTS_PREFIX, make_validation_set, validation_metrics
+
+CPU = torch.device("cpu")
 
 
 def test_the_rule_keeps_deviation_unless_max_is_strictly_better() -> None:
@@ -46,7 +51,10 @@ def test_detector_scores_with_the_stored_choice(tiny_run: TinyRun, choice: str) 
     assert (out.scores == expected).all()
 
 
-def test_train_stores_its_choice_from_the_last_validation_scores(tmp_path: Path) -> None:
+def test_train_chooses_on_the_finished_models_defects_scores(tmp_path: Path) -> None:
+    """The finished model, its map means set, is scored on the defects yardstick at the end
+    (extra["final_validation"]) and the choice is made on those figures, not on the last epoch's
+    (scored before the means were set: the plain sum)."""
     data = make_synthetic_category(
         tmp_path / "data", n_train=12, n_test_good=2, n_test_defect=1, size=32, defects=("spot",)
     )
@@ -56,8 +64,17 @@ def test_train_stores_its_choice_from_the_last_validation_scores(tmp_path: Path)
     payload = read_checkpoint(run)
     last = payload["state"]["history"][-1]
     assert {"val_image_auroc_deviation", "val_defects_image_auroc_deviation"} <= last.keys()
+    final = payload["extra"][FINAL_VALIDATION_KEY]
+    assert final["val_defects_image_auroc_deviation"] == last["val_defects_image_auroc_deviation"]
+    model, saved = load_model(payload, run)  # as it scores: map means set
+    keys = {relative_key(s, data): s for s in read_category(data, "mvtec").train}
+    held_out = [keys[k] for k in payload["manifest"]["validation"]]  # in train's order
+    normals = load_images(held_out, saved.data.image_size).images
+    defects = make_validation_set(normals, saved, yardstick="defects")
+    got = validation_metrics(model, defects, saved, CPU, DEFECTS_PREFIX)
+    assert final == pytest.approx(got, abs=1e-4)  # memory layouts: float noise in pixel AUROC
     wanted = choose_image_score(
-        last["val_defects_image_auroc_max"], last["val_defects_image_auroc_deviation"]
+        final["val_defects_image_auroc_max"], final["val_defects_image_auroc_deviation"]
     )  # the defects yardstick decides; the blend one is logged beside it
     assert payload["extra"][IMAGE_SCORE_KEY] == wanted
     detector = Detector.load(run, device="cpu")
@@ -99,3 +116,19 @@ def test_auto_choice_reads_the_defects_yardstick_first(
     run = _Run.__new__(_Run)
     run.cfg, run.state = Config(), state
     assert run.auto_image_score() == wanted
+
+
+def test_the_finished_models_figures_override_the_last_epochs() -> None:
+    state = TrainingState()
+    state.history.append(
+        {
+            "stage": "stage2",
+            "val_defects_image_auroc_max": 0.9,  # the plain sum, before the map means were set
+            "val_defects_image_auroc_deviation": 0.7,
+        }
+    )
+    run = _Run.__new__(_Run)
+    run.cfg, run.state = Config(), state
+    assert run.auto_image_score() == "max"
+    final = {"val_defects_image_auroc_max": 0.6, "val_defects_image_auroc_deviation": 0.7}
+    assert run.auto_image_score(final) == "deviation"

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from fake_mvtec3d import write_fake_mvtec3d
 from PIL import Image
 
 import siamese_ad.data.depth as depth_module
 from siamese_ad.app.evaluate import evaluate
-from siamese_ad.checkpoint import RGBD_MANIFEST, CheckpointError
+from siamese_ad.checkpoint import RGBD_MANIFEST, CheckpointError, read_checkpoint
 from siamese_ad.cli import main
 from siamese_ad.config import Config
 from siamese_ad.data.dataset import load_images, read_category
@@ -84,6 +85,8 @@ def test_rgbd_train_writes_two_branch_runs(run):
     for modality in ("rgb", "depth"):
         assert (out / modality / "checkpoint.pt").is_file()
         assert Config.from_yaml(out / modality / "config.yaml").data.modality == modality
+        means = read_checkpoint(out / modality)["model"]["stage_map_mean"]  # set by finish()
+        assert (means > 0).all() and not torch.equal(means, torch.ones_like(means))
     assert not (out / "rgb" / DEPTH_CACHE).exists()
 
 

@@ -1,11 +1,12 @@
 """Exporting a trained detector as one graph: images -> (anomaly map, image score[, decision]).
 
 The graph holds everything `AnomalyScorer` does in float32 (teacher, bottleneck, student, eq. 2
-map, Gaussian blur, the configured image score with its deviation standardisation) and, when the
-checkpoint holds them (train stores them in its `extra`), the image and pixel decisions, with
-the thresholds chosen in float32 (a scoring.bf16 run stores those apart). Inputs are fixed at
-the checkpoint's image size H x W (EfficientNet-Lite's TF-SAME padding is resolved at that size);
-the batch size is dynamic. A JSON file beside the model says how to feed and read it.
+map with each stage divided by its normal mean under scoring.map_norm "mean", Gaussian blur, the
+configured image score with its deviation standardisation) and, when the checkpoint holds them
+(train stores them in its `extra`), the image and pixel decisions, with the thresholds chosen in
+float32 (a scoring.bf16 run stores those apart). Inputs are fixed at the checkpoint's image size
+H x W (EfficientNet-Lite's TF-SAME padding is resolved at that size); the batch size is dynamic.
+A JSON file beside the model says how to feed and read it.
 """
 
 from __future__ import annotations
@@ -166,6 +167,7 @@ def build_exportable(
     module = ExportedScorer(scorer, decision).eval()
     cfg = detector.cfg
     size = cfg.data.image_size
+    scale = scorer.map_scale()
     meta = {
         "image_size": size if isinstance(size, int) else list(size),  # a side, or [height, width]
         "input": {
@@ -177,6 +179,8 @@ def build_exportable(
         },
         "outputs": ["map", "score", *(Decision.OUTPUTS if decision else ())],
         "score": "deviation" if scorer.uses_deviation() else "max",
+        "map_norm": scorer.map_norm,  # mean: stage i's map divided by stage_map_mean[i]
+        "stage_map_mean": None if scale is None else [float(v) for v in scale],
         "thresholds": dict(thresholds) if thresholds else None,
         "backbone": cfg.model.backbone,
         "modality": cfg.data.modality,

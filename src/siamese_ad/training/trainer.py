@@ -180,7 +180,7 @@ class _Run:
             self.model, stage_map_means(self.model, self.reference_normals(), cfg, self.device)
         )
         final = None
-        if self.defects_set is not None:
+        if self.defects_set is not None and distributed.is_main():  # as each epoch's validation
             final = validation_metrics(
                 self.model, self.defects_set, cfg, self.device, DEFECTS_PREFIX
             )
