@@ -174,6 +174,22 @@ def test_resume_with_other_training_settings_is_refused(
     assert train(cfg, run, resume=True) == run / "checkpoint.pt"
 
 
+def test_a_run_saved_before_a_config_field_existed_resumes_with_its_default(
+    unbroken: Path, tiny_config: Config, tmp_path: Path
+) -> None:
+    """A checkpoint written before a field was added (here scoring.map_norm) holds no value
+    for it: resuming with the field's default is the same training, not "other settings"."""
+    run = _copy_run(unbroken, tmp_path)
+    payload = read_checkpoint(run / "checkpoint.pt")
+    del payload["config"]["scoring"]["map_norm"]
+    torch.save(payload, run / "checkpoint.pt")
+    cfg = _two_by_two(tiny_config)
+    assert train(cfg, run, resume=True) == run / "checkpoint.pt"
+    cfg.scoring.map_norm = "none"  # a value other than the default is still a change
+    with pytest.raises(CheckpointError, match=r"scoring\.map_norm"):
+        train(cfg, run, resume=True)
+
+
 def test_checkpoint_loads_with_weights_only(unbroken: Path, tiny_config: Config) -> None:
     payload = torch.load(unbroken, map_location="cpu", weights_only=True)
     tiny_config.model.teacher_stages = (0, 1, 2)  # saved resolved: resnet18's default stages

@@ -105,10 +105,10 @@ def _config_changes(saved: dict, wanted: dict) -> dict[str, tuple]:
 
 def _resume(path: Path, cfg: Config, manifest: dict, device: torch.device):
     payload = read_checkpoint(path)
-    model, _ = load_model(payload, path, expect=cfg)
-    changes = {
+    model, saved = load_model(payload, path, expect=cfg)
+    changes = {  # `saved` holds the defaults of fields added after the checkpoint was written
         k: v
-        for k, v in _config_changes(payload["config"], cfg.to_dict()).items()
+        for k, v in _config_changes(saved.to_dict(), cfg.to_dict()).items()
         if k not in RESUMABLE_CHANGES
     }
     if changes:
