@@ -18,7 +18,11 @@ from siamese_ad.training.pool import AnomalyPool
 from siamese_ad.training.stage1 import masked_margin_loss, rotate_batch, stage_masks
 from siamese_ad.training.teacher_cache import TeacherCache
 from siamese_ad.training.trainer import build_pool, train
-from siamese_ad.training.validation import make_validation_set, validation_metrics
+from siamese_ad.training.validation import (
+    make_validation_set,
+    validation_metrics,
+    yardstick_metrics,
+)
 
 
 @pytest.mark.parametrize(("height", "width"), [(32, 32), (64, 32), (32, 96)])
@@ -212,3 +216,27 @@ def test_saved_data_root_is_absolute(
     path = train(cfg, tmp_path / "run")
     saved = read_checkpoint(path)["config"]["data"]["root"]
     assert Path(saved).is_absolute() and Path(saved) == tiny_category.resolve()
+
+
+def test_both_yardsticks_scored_in_one_pass_give_the_separate_figures(
+    tiny_category: Path, make_config: Callable[[Path], Config]
+) -> None:
+    """train scores the shared normals once for the two yardsticks; the figures must be those of
+    scoring each set on its own, and sets from other normals are refused."""
+    cfg = make_config(tiny_category)
+    noise = torch.Generator().manual_seed(1)
+    normals = torch.randint(0, 255, (6, 3, 32, 32), dtype=torch.uint8, generator=noise)
+    blend = make_validation_set(normals, cfg)
+    defects = make_validation_set(normals, cfg, yardstick="defects")
+    assert blend is not None and defects is not None
+    model, cpu = build_unet(cfg.model), torch.device("cpu")
+    together = yardstick_metrics(model, {"val_": blend, "val_defects_": defects}, cfg, cpu)
+    apart = validation_metrics(model, defects, cfg, cpu, "val_defects_")
+    if 0 < blend.labels.sum() < len(blend.labels):
+        apart |= validation_metrics(model, blend, cfg, cpu)
+    assert together.keys() == apart.keys() and "val_defects_pixel_auroc" in together
+    for key, value in apart.items():
+        assert together[key] == pytest.approx(value, abs=1e-6), key
+    other = make_validation_set(torch.flip(normals, dims=[0]), cfg, yardstick="defects")
+    with pytest.raises(ValueError, match="same normal images"):
+        yardstick_metrics(model, {"val_": defects, "val_defects_": other}, cfg, cpu)

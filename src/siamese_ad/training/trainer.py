@@ -52,6 +52,7 @@ from siamese_ad.training.validation import (
     ValidationSet,
     make_validation_set,
     validation_metrics,
+    yardstick_metrics,
 )
 
 FINAL_VALIDATION_KEY = "final_validation"  # the finished model's defects-yardstick metrics
@@ -228,14 +229,10 @@ class _Run:
         vset, dset = self.validation_set, self.defects_set
         validate = None
         if vset is not None:
+            sets = {"val_": vset} | ({DEFECTS_PREFIX: dset} if dset is not None else {})
 
             def validate() -> dict[str, float]:
-                got = validation_metrics(self.model, vset, self.cfg, self.device)
-                if dset is not None:
-                    got |= validation_metrics(
-                        self.model, dset, self.cfg, self.device, DEFECTS_PREFIX
-                    )
-                return got
+                return yardstick_metrics(self.model, sets, self.cfg, self.device)
 
         run_stage(
             stage,
