@@ -113,9 +113,7 @@ def validation_metrics(
     """Image AUROC (max of map, and deviation once stage 2 set its statistics) and pixel AUROC
     of the model on the validation set; keys start with `prefix` ("val_", or "val_defects_"
     for the defects yardstick), e.g. "val_image_auroc_max"."""
-    if not 0 < vset.labels.sum() < len(vset.labels):
-        return {}
-    return _metrics(score_images(model, vset.images, cfg, device), vset, prefix)
+    return yardstick_metrics(model, {prefix: vset}, cfg, device)
 
 
 def yardstick_metrics(
@@ -125,7 +123,8 @@ def yardstick_metrics(
     device: torch.device,
 ) -> dict[str, float]:
     """`validation_metrics` of several sets made by `make_validation_set` from the same normal
-    images (prefix -> set), scoring those normals once: the same figures for less work."""
+    images (prefix -> set), scoring those normals once: the same figures for less work. A set
+    whose labels are all alike gives no figures."""
     usable = {p: v for p, v in sets.items() if 0 < v.labels.sum() < len(v.labels)}
     if not usable:
         return {}
