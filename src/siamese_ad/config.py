@@ -182,9 +182,9 @@ class TrainConfig:
     distill_reduction: str = "flatten"  # flatten (eq. 1 as the RD code) | pixel
     lr_schedule: str = "constant"  # constant | cosine (per step, to 0 at each stage's end)
     cache_teacher: bool = True  # keep the teacher's features of un-augmented training images
-    track_validation: bool = (
-        True  # score validation normals + synthetic anomalies after every epoch
-    )
+    # score validation normals + synthetic anomalies after every epoch; the finished model's
+    # defects scores, which the image-score rule reads, are computed either way
+    track_validation: bool = True
 
     def validate(self) -> None:
         _check_positive("train.epochs", self.epochs)

@@ -132,3 +132,21 @@ def test_the_finished_models_figures_override_the_last_epochs() -> None:
     assert run.auto_image_score() == "max"
     final = {"val_defects_image_auroc_max": 0.6, "val_defects_image_auroc_deviation": 0.7}
     assert run.auto_image_score(final) == "deviation"
+
+
+def test_the_rule_chooses_with_per_epoch_validation_off(tmp_path: Path) -> None:
+    """`train.track_validation: false` drops the per-epoch signal, not the finished model's
+    defects scores: the image-score rule still has what it reads."""
+    data = make_synthetic_category(
+        tmp_path / "data", n_train=12, n_test_good=2, n_test_defect=1, size=32, defects=("spot",)
+    )
+    cfg = make_tiny_config(data)
+    cfg.data.validation_fraction = 0.4
+    cfg.train.track_validation = False
+    payload = read_checkpoint(train(cfg, tmp_path / "run"))
+    assert all("val_image_auroc_max" not in h for h in payload["state"]["history"])
+    final = payload["extra"][FINAL_VALIDATION_KEY]
+    wanted = choose_image_score(
+        final["val_defects_image_auroc_max"], final["val_defects_image_auroc_deviation"]
+    )
+    assert payload["extra"][IMAGE_SCORE_KEY] == wanted

@@ -291,13 +291,12 @@ def _prepare(cfg: Config, out_dir: Path, resume: bool) -> tuple[_Run, dict | Non
         run.cache = TeacherCache(
             model, device, cfg.train.bf16, cfg.train.channels_last, cfg.train.batch_size
         )
-    if (
-        cfg.train.track_validation
-        and state.stage != "done"
-        and len(split.validation) >= MIN_REFERENCE
-    ):
-        run.validation_set = make_validation_set(run.held_out().images, cfg)
+    if state.stage != "done" and len(split.validation) >= MIN_REFERENCE:
+        # the defects set scores the finished model (the image-score rule) even when the
+        # per-epoch signal (both yardsticks, run() reads validation_set) is off
         run.defects_set = make_validation_set(run.held_out().images, cfg, yardstick="defects")
+        if cfg.train.track_validation:
+            run.validation_set = make_validation_set(run.held_out().images, cfg)
     return run, optimizer_state
 
 
