@@ -239,8 +239,13 @@ class DeviationConfig:
     target: float = 5.0  # p, the bipolar target for anomalous images
     topk: float = 0.01  # fraction of pixels whose mean is the per-stage scalar s_i
     lambda_cos: float = 1.0  # distillation kept on normals so the maps do not drift
+    # auto: keep stage 2's weights only when the finished model scores at least as well on the
+    # defects validation yardstick as the stage-1 model did, else restore stage 1's | always
+    keep: str = "always"
 
     def validate(self) -> None:
+        if self.keep not in ("auto", "always"):
+            raise ConfigError(f"deviation.keep={self.keep!r} is not valid; use auto or always")
         _check_positive("deviation.epochs", self.epochs, allow_zero=True)
         _check_positive("deviation.lr", self.lr)
         _check_positive("deviation.target", self.target)

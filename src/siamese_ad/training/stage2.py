@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import Tensor
 
 from siamese_ad.config import Config
 from siamese_ad.device import autocast, to_device
+from siamese_ad.io import atomic_torch_save
 from siamese_ad.losses import deviation_loss, distillation_loss, stage_scores
 from siamese_ad.models.unet import TeacherStudentUNet
 from siamese_ad.training import distributed
 from siamese_ad.training.loop import OptimizerStep
 
+SNAPSHOT = "stage1.pt"  # the stage-1 model and its validation figures, kept while stage 2 trains
 STD_FLOOR = 1e-6
 RELATIVE_STD_FLOOR = 0.01  # a spread below 1% of the mean is estimation noise, not signal
 
@@ -66,3 +70,28 @@ class Stage2Step(OptimizerStep):
             cfg.train.distill_reduction,
         )
         return self.apply(loss, n, n_global)
+
+
+def save_snapshot(path: Path, model: TeacherStudentUNet, figures: dict[str, float]) -> None:
+    """Writes the trainable weights and buffers of the model before stage 2 (its map means and
+    deviation statistics set) with its defects-yardstick figures, atomically."""
+    weights = {k: v.detach().cpu().clone() for k, v in model.trainable_state_dict().items()}
+    atomic_torch_save({"model": weights, "validation": figures}, path)
+
+
+def load_snapshot(path: Path) -> tuple[dict[str, Tensor], dict[str, float]]:
+    """The weights and validation figures save_snapshot wrote (weights_only load)."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    return payload["model"], payload["validation"]
+
+
+def best_image_auroc(figures: dict[str, float], prefix: str) -> float:
+    """The better of the two image scores' validation AUROC (max of the map, deviation score):
+    the one the image-score rule would choose."""
+    return max(figures[f"{prefix}image_auroc_max"], figures[f"{prefix}image_auroc_deviation"])
+
+
+def stage2_pays(before: dict[str, float], after: dict[str, float], prefix: str) -> bool:
+    """deviation.keep "auto": stage 2's weights stay unless the stage-1 model separated the
+    validation set strictly better (ties keep the method's stage 2)."""
+    return best_image_auroc(after, prefix) >= best_image_auroc(before, prefix)

@@ -45,7 +45,15 @@ from siamese_ad.training.loop import STAGE_SALT, run_stage, schedule, seed_every
 from siamese_ad.training.multimodal import train_rgbd
 from siamese_ad.training.pool import AnomalyPool
 from siamese_ad.training.stage1 import Stage1Step
-from siamese_ad.training.stage2 import Stage2Step, normal_statistics, set_statistics
+from siamese_ad.training.stage2 import (
+    SNAPSHOT,
+    Stage2Step,
+    load_snapshot,
+    normal_statistics,
+    save_snapshot,
+    set_statistics,
+    stage2_pays,
+)
 from siamese_ad.training.teacher_cache import TeacherCache
 from siamese_ad.training.validation import (
     DEFECTS_PREFIX,
@@ -56,6 +64,8 @@ from siamese_ad.training.validation import (
 )
 
 FINAL_VALIDATION_KEY = "final_validation"  # the finished model's defects-yardstick metrics
+STAGE1_VALIDATION_KEY = "stage1_validation"  # the same figures of the model before stage 2
+STAGE2_KEPT_KEY = "stage2_kept"  # deviation.keep "auto": whether stage 2's weights were kept
 
 
 def build_pool(normals: torch.Tensor, real: ImageSet | None, cfg: Config) -> AnomalyPool:
@@ -185,6 +195,7 @@ class _Run:
             final = validation_metrics(
                 self.model, self.defects_set, cfg, self.device, DEFECTS_PREFIX
             )
+            final = self.keep_or_restore(final)
             self.extra[FINAL_VALIDATION_KEY] = final
         choice = self.auto_image_score(final)
         if choice is not None:
@@ -193,6 +204,41 @@ class _Run:
         if self.validation and distributed.is_main():
             self.extra.update(stored_calibration(self.model, self.held_out(), cfg, self.device))
         self.save()
+        (self.ckpt.parent / SNAPSHOT).unlink(missing_ok=True)
+
+    def snapshot_stage1(self, reference: torch.Tensor) -> None:
+        """deviation.keep "auto", before stage 2's first epoch: scores the stage-1 model as it
+        would score when finished (its map means set) on the defects yardstick and keeps it
+        with those figures beside the checkpoint (a resumed stage 2 finds it there). The map
+        means are put back afterwards, so stage 2's per-epoch figures stay the plain sum."""
+        if self.cfg.deviation.keep != "auto" or self.defects_set is None:
+            return
+        if not distributed.is_main():
+            return
+        cfg, model = self.cfg, self.model
+        before = model.stage_map_mean.clone()
+        set_map_means(model, stage_map_means(model, reference, cfg, self.device))
+        figures = validation_metrics(model, self.defects_set, cfg, self.device, DEFECTS_PREFIX)
+        save_snapshot(self.ckpt.parent / SNAPSHOT, model, figures)
+        set_map_means(model, before)
+
+    def keep_or_restore(self, final: dict[str, float]) -> dict[str, float]:
+        """deviation.keep "auto", at the end: restores the stage-1 weights when the finished
+        model's defects figures (`final`) fall below the stage-1 model's; returns the figures
+        of the model that is kept."""
+        path = self.ckpt.parent / SNAPSHOT
+        if self.cfg.deviation.keep != "auto" or not path.exists():
+            return final
+        weights, before = load_snapshot(path)
+        kept = stage2_pays(before, final, DEFECTS_PREFIX)
+        self.extra[STAGE1_VALIDATION_KEY] = before
+        self.extra[STAGE2_KEPT_KEY] = kept
+        if kept:
+            tqdm.write("stage 2 kept: it separates the defects yardstick at least as well")
+            return final
+        self.model.load_state_dict(weights, strict=False)
+        tqdm.write("stage 2 undone: the stage-1 model separates the defects yardstick better")
+        return before
 
     def auto_image_score(self, final: dict[str, float] | None = None) -> str | None:
         """For scoring.image_score "auto" after stage 2: "max" or "deviation", whichever the
@@ -362,6 +408,7 @@ def _train_one(cfg: Config, out_dir: Path, resume: bool) -> Path:
         if state.epoch == 0:
             reference = run.reference_normals()
             set_statistics(run.model, *normal_statistics(run.model, reference, cfg, run.device))
+            run.snapshot_stage1(reference)
         run.run("stage2", cfg.deviation.epochs, cfg.deviation.lr, Stage2Step, optimizer_state)
         run.finish()
     return run.ckpt
