@@ -85,13 +85,22 @@ def load_snapshot(path: Path) -> tuple[dict[str, Tensor], dict[str, float]]:
     return payload["model"], payload["validation"]
 
 
-def best_image_auroc(figures: dict[str, float], prefix: str) -> float:
-    """The better of the two image scores' validation AUROC (max of the map, deviation score):
-    the one the image-score rule would choose."""
-    return max(figures[f"{prefix}image_auroc_max"], figures[f"{prefix}image_auroc_deviation"])
+def score_auroc(figures: dict[str, float], prefix: str, image_score: str) -> float | None:
+    """The validation image AUROC of the score a model uses: "max", "deviation", or for "auto"
+    the better of the two (the one the image-score rule would choose); None when missing."""
+    names = ("max", "deviation") if image_score == "auto" else (image_score,)
+    values = [figures.get(f"{prefix}image_auroc_{name}") for name in names]
+    return None if None in values else max(values)
 
 
-def stage2_pays(before: dict[str, float], after: dict[str, float], prefix: str) -> bool:
+def stage2_pays(
+    before: dict[str, float], after: dict[str, float], prefix: str, image_score: str
+) -> bool:
     """deviation.keep "auto": stage 2's weights stay unless the stage-1 model separated the
-    validation set strictly better (ties keep the method's stage 2)."""
-    return best_image_auroc(after, prefix) >= best_image_auroc(before, prefix)
+    validation set strictly better. The stage-1 model is judged by the max of its map (without
+    stage 2 the image score is the max of the map) unless the score is fixed to deviation, the
+    finished model by the score it would use. Ties and missing figures keep the method's
+    stage 2."""
+    first = score_auroc(before, prefix, "deviation" if image_score == "deviation" else "max")
+    finished = score_auroc(after, prefix, image_score)
+    return first is None or finished is None or finished >= first

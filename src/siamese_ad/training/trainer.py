@@ -190,14 +190,18 @@ class _Run:
         set_map_means(
             self.model, stage_map_means(self.model, self.reference_normals(), cfg, self.device)
         )
-        final = None
+        final, restored = None, False
         if self.defects_set is not None and distributed.is_main():  # as each epoch's validation
             final = validation_metrics(
                 self.model, self.defects_set, cfg, self.device, DEFECTS_PREFIX
             )
-            final = self.keep_or_restore(final)
+            final, restored = self.keep_or_restore(final)
             self.extra[FINAL_VALIDATION_KEY] = final
-        choice = self.auto_image_score(final)
+        if restored and cfg.scoring.image_score == "auto":
+            choice = "max"  # stage 1's model: without stage 2 the image score is the max
+            tqdm.write("image score: max (the stage-1 model is kept)")
+        else:
+            choice = self.auto_image_score(final)
         if choice is not None:
             self.extra[IMAGE_SCORE_KEY] = choice
             cfg = dataclasses.replace(cfg, scoring=trained_scoring(cfg.scoring, self.extra))
@@ -222,23 +226,28 @@ class _Run:
         save_snapshot(self.ckpt.parent / SNAPSHOT, model, figures)
         set_map_means(model, before)
 
-    def keep_or_restore(self, final: dict[str, float]) -> dict[str, float]:
+    def keep_or_restore(self, final: dict[str, float]) -> tuple[dict[str, float], bool]:
         """deviation.keep "auto", at the end: restores the stage-1 weights when the finished
-        model's defects figures (`final`) fall below the stage-1 model's; returns the figures
-        of the model that is kept."""
+        model's defects figures (`final`) fall below the stage-1 model's (stage2.stage2_pays);
+        returns the figures of the model that is kept and whether stage 1 was restored."""
         path = self.ckpt.parent / SNAPSHOT
         if self.cfg.deviation.keep != "auto" or not path.exists():
-            return final
+            return final, False
         weights, before = load_snapshot(path)
-        kept = stage2_pays(before, final, DEFECTS_PREFIX)
+        kept = stage2_pays(before, final, DEFECTS_PREFIX, self.cfg.scoring.image_score)
         self.extra[STAGE1_VALIDATION_KEY] = before
         self.extra[STAGE2_KEPT_KEY] = kept
         if kept:
             tqdm.write("stage 2 kept: it separates the defects yardstick at least as well")
-            return final
-        self.model.load_state_dict(weights, strict=False)
+            return final, False
+        missing, unexpected = self.model.load_state_dict(weights, strict=False)
+        if unexpected or any(not k.startswith("teacher.") for k in missing):
+            raise CheckpointError(
+                f"{path} does not hold this model's stage-1 weights (missing {missing}, "
+                f"unexpected {unexpected}); delete it and train again into a new --out"
+            )
         tqdm.write("stage 2 undone: the stage-1 model separates the defects yardstick better")
-        return before
+        return before, True
 
     def auto_image_score(self, final: dict[str, float] | None = None) -> str | None:
         """For scoring.image_score "auto" after stage 2: "max" or "deviation", whichever the
@@ -315,6 +324,8 @@ def _prepare(cfg: Config, out_dir: Path, resume: bool) -> tuple[_Run, dict | Non
         model, state, optimizer_state = _resume(ckpt, cfg, manifest, device)
     else:
         model, state = build_unet(cfg.model).to(device), TrainingState()
+    if not (state.stage == "stage2" and state.epoch > 0):  # only a resumed stage 2 reads it
+        (out_dir / SNAPSHOT).unlink(missing_ok=True)
     model.check_input_size(cfg.data.size_hw)  # before decoding a single image
     normals = load_images(split.train, cfg.data.image_size, loader, "training images").images
     if cfg.train.channels_last:
