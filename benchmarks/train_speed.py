@@ -60,7 +60,14 @@ REPO = Path(__file__).resolve().parent.parent
 PRESETS = ("cpu", "paper")
 VARIANTS = {
     "basic": ["--no-cpam", "--no-contrastive", "--no-deviation"],
-    "full": [],
+    "full": [
+        "--model.cpam",
+        "true",
+        "--contrastive.enabled",
+        "true",
+        "--deviation.enabled",
+        "true",
+    ],
 }
 STAGE_ROWS = (
     ("basic", "stage1", "basic"),

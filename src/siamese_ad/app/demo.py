@@ -13,7 +13,6 @@ from siamese_ad.training.trainer import train
 
 DEMO_IMAGE_SIZE = 128
 DEMO_EPOCHS = 8
-DEMO_DEVIATION_EPOCHS = 3
 DEMO_POOL = 120
 
 
@@ -31,7 +30,6 @@ def run_demo(
     cfg.data.image_size = DEMO_IMAGE_SIZE
     cfg.train.epochs = epochs or DEMO_EPOCHS
     cfg.train.device = device
-    cfg.deviation.epochs = DEMO_DEVIATION_EPOCHS
     cfg.synthesis.pool_size = DEMO_POOL
     model_dir = out / "model"
     ckpt = train(cfg.validate(), model_dir, resume=(model_dir / CHECKPOINT).exists())
