@@ -185,3 +185,10 @@ def test_layers_preset_then_yaml_then_overrides(tmp_path: Path) -> None:
 def test_bad_teacher_stages_name_the_field() -> None:
     with pytest.raises(ConfigError, match=r"model\.teacher_stages"):
         preset("cpu").merged({"model": {"teacher_stages": [4, 2]}})
+
+
+def test_real_anomalies_need_a_stage_that_trains_on_them() -> None:
+    with pytest.raises(ConfigError, match="real_anomalies"):
+        preset("cpu").merged({"data": {"real_anomalies": 2}})
+    both = preset("cpu").merged({"data": {"real_anomalies": 2}, "deviation": {"enabled": True}})
+    assert both.data.real_anomalies == 2

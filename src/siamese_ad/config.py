@@ -320,6 +320,12 @@ class Config:
         """Checks every section; returns self so calls chain."""
         for f in fields(self):
             getattr(self, f.name).validate()
+        if self.data.real_anomalies and not (self.contrastive.enabled or self.deviation.enabled):
+            raise ConfigError(
+                f"data.real_anomalies={self.data.real_anomalies} needs stage 1 or 2, which train "
+                "on them (the basic block trains on normal images only); add "
+                "--deviation.enabled true, or leave the real anomalies in the test split"
+            )
         return self
 
     def to_dict(self) -> dict[str, Any]:
