@@ -159,8 +159,15 @@ def load_model(
                 f"({cfg.model.backbone!r}: {str(err).splitlines()[0]}); restore the checkpoint "
                 "train wrote, or retrain it with this version"
             ) from err
+    load_trainable(model, payload["model"], path)
+    return model, cfg
+
+
+def load_trainable(model: TeacherStudentUNet, weights: dict[str, Any], path: Path) -> None:
+    """Loads everything but the teacher (trainable_state_dict's keys) into `model`; weights that
+    do not fit it, by shape or by name, are a CheckpointError naming `path`."""
     try:
-        missing, unexpected = model.load_state_dict(payload["model"], strict=False)
+        missing, unexpected = model.load_state_dict(weights, strict=False)
     except RuntimeError as err:  # shapes or names that do not fit
         raise CheckpointError(
             f"{path} holds weights that do not fit the model its config describes "
@@ -172,7 +179,6 @@ def load_model(
             f"{path} does not match the model built from its config "
             f"(missing {missing[:3]}, unexpected {unexpected[:3]}); from another version?"
         )
-    return model, cfg
 
 
 def find_rgbd_manifest(path: str | Path) -> Path | None:

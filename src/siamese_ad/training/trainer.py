@@ -25,6 +25,7 @@ from siamese_ad.checkpoint import (
     CheckpointError,
     TrainingState,
     load_model,
+    load_trainable,
     read_checkpoint,
     save_checkpoint,
 )
@@ -208,7 +209,12 @@ class _Run:
         if self.validation and distributed.is_main():
             self.extra.update(stored_calibration(self.model, self.held_out(), cfg, self.device))
         self.save()
-        (self.ckpt.parent / SNAPSHOT).unlink(missing_ok=True)
+        self.snapshot_path.unlink(missing_ok=True)
+
+    @property
+    def snapshot_path(self) -> Path:
+        """Where deviation.keep "auto" keeps the stage-1 model while stage 2 trains."""
+        return self.ckpt.parent / SNAPSHOT
 
     def snapshot_stage1(self, reference: torch.Tensor) -> None:
         """deviation.keep "auto", before stage 2's first epoch: scores the stage-1 model as it
@@ -223,14 +229,14 @@ class _Run:
         before = model.stage_map_mean.clone()
         set_map_means(model, stage_map_means(model, reference, cfg, self.device))
         figures = validation_metrics(model, self.defects_set, cfg, self.device, DEFECTS_PREFIX)
-        save_snapshot(self.ckpt.parent / SNAPSHOT, model, figures)
+        save_snapshot(self.snapshot_path, model, figures)
         set_map_means(model, before)
 
     def keep_or_restore(self, final: dict[str, float]) -> tuple[dict[str, float], bool]:
         """deviation.keep "auto", at the end: restores the stage-1 weights when the finished
         model's defects figures (`final`) fall below the stage-1 model's (stage2.stage2_pays);
         returns the figures of the model that is kept and whether stage 1 was restored."""
-        path = self.ckpt.parent / SNAPSHOT
+        path = self.snapshot_path
         if self.cfg.deviation.keep != "auto" or not path.exists():
             return final, False
         weights, before = load_snapshot(path)
@@ -240,12 +246,7 @@ class _Run:
         if kept:
             tqdm.write("stage 2 kept: it separates the defects yardstick at least as well")
             return final, False
-        missing, unexpected = self.model.load_state_dict(weights, strict=False)
-        if unexpected or any(not k.startswith("teacher.") for k in missing):
-            raise CheckpointError(
-                f"{path} does not hold this model's stage-1 weights (missing {missing}, "
-                f"unexpected {unexpected}); delete it and train again into a new --out"
-            )
+        load_trainable(self.model, weights, path)
         tqdm.write("stage 2 undone: the stage-1 model separates the defects yardstick better")
         return before, True
 
