@@ -128,7 +128,7 @@ def test_field_flag_takes_a_pair(capsys: pytest.CaptureFixture[str]) -> None:
     ("flags", "message"),
     [
         (["--image-size", "64x"], "argument --image-size: '64x' is not an image size"),
-        (["--image-size", "64x32x32"], "give one side (256) or HEIGHTxWIDTH (448x192)"),
+        (["--image-size", "64x32x32"], "give one side (256), HEIGHTxWIDTH (448x192) or auto"),
         (["--image-size", "64x40"], "data.image_size=[64, 40]: height and width must each"),
         (["--data.image_size", "[64, 32, 32]"], "data.image_size=[64, 32, 32] is not valid"),
     ],

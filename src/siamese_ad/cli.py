@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from siamese_ad.config import PRESETS, Config, ConfigError, ImageSize, layered
+from siamese_ad.config import AUTO_SIZE, PRESETS, Config, ConfigError, ImageSize, layered
 
 EPILOG = "Docs and examples: README.md. Every command prints where it wrote its results."
 
@@ -27,7 +27,9 @@ def _yaml_value(text: str) -> object:
 
 
 def _image_size(text: str) -> ImageSize:
-    """An argparse type: 256 (square) or HEIGHTxWIDTH, e.g. 448x192 or 448,192."""
+    """An argparse type: 256 (square), HEIGHTxWIDTH (448x192 or 448,192), or auto."""
+    if text.strip().lower() == AUTO_SIZE:
+        return AUTO_SIZE  # type: ignore[return-value]
     parts = text.lower().replace(",", "x").split("x")
     try:
         sides = [int(part) for part in parts]
@@ -35,7 +37,7 @@ def _image_size(text: str) -> ImageSize:
         sides = []
     if len(sides) not in (1, 2):
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not an image size; give one side (256) or HEIGHTxWIDTH (448x192)"
+            f"{text!r} is not an image size; give one side (256), HEIGHTxWIDTH (448x192) or auto"
         )
     return sides[0] if len(sides) == 1 else (sides[0], sides[1])
 
@@ -125,8 +127,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--image-size",
         type=_image_size,
         metavar="SIZE",
-        help="input size in pixels: 256 (square) or HEIGHTxWIDTH like 448x192 (multiples of 32; "
-        "64 for teachers of stride 32 such as efficientnet_lite0)",
+        help="input size in pixels: 256 (square), HEIGHTxWIDTH like 448x192 (multiples of 32; "
+        "64 for teachers of stride 32 such as efficientnet_lite0), or auto: the training images' "
+        "aspect ratio at about 256 x 256 pixels (the cpu preset's default)",
     )
     p.add_argument("--modality", choices=["rgb", "depth", "rgbd"], help="MVTec 3D-AD input")
     p.add_argument("--shots", type=int, help="train on a seeded choice of this many normal images")
@@ -249,7 +252,7 @@ def _add_synth_preview(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--count", type=int, default=8)
     p.add_argument(
-        "--image-size", type=_image_size, default=256, metavar="SIZE", help="256 or 448x192"
+        "--image-size", type=_image_size, default=256, metavar="SIZE", help="256, 448x192 or auto"
     )
     p.add_argument("--object-type", choices=["auto", "texture", "object"], default="auto")
     p.add_argument("--seed", type=int, default=0)

@@ -61,18 +61,28 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
 
 
 ImageSize: TypeAlias = int | tuple[int, int]  # a square side, or (height, width)
-_SIZE_FORMS = "one int (square, e.g. 256) or a pair [height, width] (e.g. [448, 192])"
+# data.image_size "auto": train sets the input's shape from the training images' median aspect
+# ratio at about AUTO_AREA pixels (data/images.py, fitted_image_size) and saves that size
+AUTO_SIZE = "auto"
+AUTO_AREA = 256 * 256
+_SIZE_FORMS = (
+    "one int (square, e.g. 256), a pair [height, width] (e.g. [448, 192]), or auto (the "
+    "training images' aspect ratio at about 256 x 256 pixels)"
+)
 
 
-def image_size_value(name: str, value: Any, default: Any = None) -> ImageSize:
-    """An image size as stored in a config: an int, or a (height, width) tuple when not square.
+def image_size_value(name: str, value: Any, default: Any = None) -> ImageSize | str:
+    """An image size as stored in a config: an int, a (height, width) tuple when not square, or
+    "auto" (a training config only: train replaces it with the size it fits).
 
     Accepts an int or a list/tuple of two ints; a square pair becomes its int, so [256, 256]
     and 256 are one size everywhere (model signature, model.json). Sides are not checked here.
 
     Raises:
-        ConfigError: anything else, naming `name` and the two valid forms.
+        ConfigError: anything else, naming `name` and the valid forms.
     """
+    if value == AUTO_SIZE:
+        return AUTO_SIZE
     if isinstance(value, (list, tuple)) and len(value) == 2:
         if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             height, width = int(value[0]), int(value[1])
@@ -86,6 +96,11 @@ def image_size_value(name: str, value: Any, default: Any = None) -> ImageSize:
 def as_hw(size: ImageSize | list[int]) -> tuple[int, int]:
     """(height, width) of an image size: an int is a square side, a pair is (height, width)."""
     value = image_size_value("image size", size)
+    if value == AUTO_SIZE:
+        raise ConfigError(
+            "image size auto has no shape until train fits it to the training images; read the "
+            "size from a trained checkpoint's config"
+        )
     return (value, value) if isinstance(value, int) else value
 
 
@@ -100,8 +115,9 @@ class DataConfig:
 
     root: str = ""
     format: str = "mvtec"  # mvtec | folder | mvtec3d
-    # the side of a square input, or [height, width]; each side a multiple of 32, >= 32
-    image_size: ImageSize = field(
+    # the side of a square input, [height, width] (each side a multiple of 32, >= 32), or auto
+    # (train fits the training images' aspect ratio; AUTO_SIZE)
+    image_size: ImageSize | str = field(
         default=256, metadata={"coerce": image_size_value, "metavar": "SIZE"}
     )
     modality: str = "rgb"  # rgb | depth | rgbd (mvtec3d only)
@@ -115,7 +131,7 @@ class DataConfig:
         _check_choice("data.modality", self.modality, ("rgb", "depth", "rgbd"))
         _check_choice("data.object_type", self.object_type, ("auto", "texture", "object"))
         self.image_size = image_size_value("data.image_size", self.image_size)
-        if any(side < 32 or side % 32 for side in self.size_hw):
+        if self.image_size != AUTO_SIZE and any(side < 32 or side % 32 for side in self.size_hw):
             size = self.image_size
             raise ConfigError(
                 f"data.image_size={size} must be a multiple of 32, >= 32"
@@ -132,8 +148,8 @@ class DataConfig:
 
     @property
     def size_hw(self) -> tuple[int, int]:
-        """The input (height, width) every image is resized to."""
-        return as_hw(self.image_size)
+        """The input (height, width) every image is resized to (a ConfigError while "auto")."""
+        return as_hw(self.image_size)  # type: ignore[arg-type]
 
 
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -401,7 +417,7 @@ class Config:
             "cpam_fusion": self.model.cpam_fusion,
             "decoder_blocks": self.model.decoder_blocks,
             "teacher_stages": list(self.model.teacher_stages),
-            "image_size": size if isinstance(size, int) else list(size),
+            "image_size": size if isinstance(size, (int, str)) else list(size),
             "modality": self.data.modality,
         }
 
@@ -437,6 +453,7 @@ def cpu_preset() -> Config:
     category in minutes on two CPU cores."""
     cfg = Config()
     cfg.model.backbone = "efficientnet_lite0"
+    cfg.data.image_size = AUTO_SIZE  # docs/ablations.md, "Input shape"
     cfg.model.decoder_blocks = 1
     cfg.train.batch_size = 16
     cfg.train.bf16 = True

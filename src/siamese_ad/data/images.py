@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from siamese_ad.config import ImageSize, as_hw
+from siamese_ad.config import AUTO_AREA, ImageSize, as_hw
 from siamese_ad.data.decode import (
     IMAGE_SUFFIXES,
     list_images,
@@ -22,6 +24,7 @@ from siamese_ad.data.sample import DataError
 __all__ = [
     "IMAGE_SUFFIXES",
     "MASK_THRESHOLD",
+    "fitted_image_size",
     "image_size_of",
     "list_images",
     "load_image",
@@ -37,6 +40,27 @@ def image_size_of(path: Path) -> tuple[int, int]:
     """Returns (height, width) from the file header."""
     with open_header(path) as img:
         return img.height, img.width
+
+
+def fitted_image_size(paths: Sequence[Path], multiple: int, area: int = AUTO_AREA) -> ImageSize:
+    """The input size `data.image_size: auto` gives: the median height / width ratio of the
+    images at `paths` (read from their headers), at about `area` pixels, each side rounded to
+    the nearest multiple of `multiple` (at least one multiple).
+
+    Square images give a square size (256 for the default area); KolektorSDD's 500 x 1250 give
+    (384, 192) for multiple 64. One shape serves every image: those of other ratios are still
+    stretched to it, less than to a square when the ratios are alike.
+
+    Raises:
+        DataError: an unreadable image (named), or no paths.
+    """
+    if not paths:
+        raise DataError("no training images to fit data.image_size auto to")
+    ratio = float(np.median([h / w for h, w in (image_size_of(Path(p)) for p in paths)]))
+    height, width = (
+        max(multiple, round(math.sqrt(area * r) / multiple) * multiple) for r in (ratio, 1 / ratio)
+    )
+    return height if height == width else (height, width)
 
 
 def load_image(path: str | Path, size: ImageSize) -> tuple[torch.Tensor, tuple[int, int]]:

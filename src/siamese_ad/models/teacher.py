@@ -128,6 +128,13 @@ def resolve_stages(name: str, stages: tuple[int, ...] = ()) -> tuple[int, ...]:
     return stages
 
 
+def input_multiple(name: str, stages: tuple[int, ...] = ()) -> int:
+    """What the input's height and width must be multiples of for a teacher of backbone `name`
+    returning `stages` (() = its default): twice the deepest stage's stride, as the student's
+    bottleneck halves that stage again (TeacherStudentUNet.check_input_size)."""
+    return 2 * feature_points(name)[resolve_stages(name, stages)[-1]].stride
+
+
 def _source_state(name: str, weights: str) -> Mapping[str, Tensor] | None:
     if weights == WEIGHTS_NONE:
         return None

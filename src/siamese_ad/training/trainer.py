@@ -29,15 +29,16 @@ from siamese_ad.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from siamese_ad.config import Config
+from siamese_ad.config import AUTO_SIZE, Config
 from siamese_ad.data.dataset import ImageLoader, ImageSet, load_images, read_category
+from siamese_ad.data.images import fitted_image_size
 from siamese_ad.data.modality import image_loader
 from siamese_ad.data.sample import Sample
 from siamese_ad.data.splits import MANIFEST, make_split, record_sha256
 from siamese_ad.data.synthesis import AnomalySynthesizer
 from siamese_ad.device import select_device
 from siamese_ad.io import atomic_write_text
-from siamese_ad.models.teacher import resolve_stages
+from siamese_ad.models.teacher import input_multiple, resolve_stages
 from siamese_ad.models.unet import TeacherStudentUNet, build_unet
 from siamese_ad.scoring import IMAGE_SCORE_KEY, choose_image_score, trained_scoring
 from siamese_ad.training import distributed
@@ -318,6 +319,14 @@ def _prepare(cfg: Config, out_dir: Path, resume: bool) -> tuple[_Run, dict | Non
         data, cfg.data.shots, cfg.data.real_anomalies, cfg.train.seed, cfg.data.validation_fraction
     )
     record_sha256(split, data.root)  # evaluate leaves out renamed copies of these images
+    if cfg.data.image_size == AUTO_SIZE:  # saved as fitted: evaluate and predict read it back
+        normals = [s.image for s in (*split.train, *split.validation)]
+        size = fitted_image_size(
+            normals, input_multiple(cfg.model.backbone, cfg.model.teacher_stages)
+        )
+        cfg = cfg.merged({"data": {"image_size": size if isinstance(size, int) else list(size)}})
+        shown = size if isinstance(size, int) else "x".join(map(str, size))
+        tqdm.write(f"image size auto: {shown}, the aspect ratio of {len(normals)} normal images")
     manifest = split.manifest.to_dict()
     loader = image_loader(cfg.data, out_dir)
     optimizer_state = None
@@ -408,6 +417,7 @@ def run_lock(out_dir: Path) -> Iterator[None]:
 def _train_one(cfg: Config, out_dir: Path, resume: bool) -> Path:
     """One modality's training into out_dir (train() holds the folder's lock)."""
     run, optimizer_state = _prepare(cfg, out_dir, resume)
+    cfg = run.cfg  # with data.image_size as fitted
     state = run.state
     if state.stage == "stage1":
         run.run("stage1", cfg.train.epochs, cfg.train.lr, Stage1Step, optimizer_state)
