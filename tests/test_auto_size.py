@@ -11,14 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import TinyRun
 from PIL import Image
 
 from siamese_ad.cli import main
 from siamese_ad.config import AUTO_SIZE, Config, ConfigError, as_hw, preset
 from siamese_ad.data.images import fitted_image_size
-from siamese_ad.data.sample import DataError
+from siamese_ad.data.sample import DataError, Sample
+from siamese_ad.data.splits import Split, SplitManifest
 from siamese_ad.evaluation.inference import Detector
 from siamese_ad.models.teacher import input_multiple
+from siamese_ad.training.trainer import _fit_image_size
 
 TALL = (80, 32)  # (height, width) of the tall category's images: a ratio of 2.5
 
@@ -117,3 +120,23 @@ def test_train_saves_the_fitted_size_and_evaluate_reads_it(tall_run: tuple[Path,
     assert 0.0 <= json.loads((out / "metrics.json").read_text())["pixel_auroc"] <= 1.0
     image = np.asarray(Image.open(next((data / "test" / "good").glob("*.png"))))
     assert detector.predict([image])[0].anomaly_map.shape == TALL
+
+
+def _split(paths: list[Path]) -> Split:
+    samples = [Sample(p, 0) for p in paths]
+    return Split(samples[1:], [], [], SplitManifest(), samples[:1])
+
+
+def test_a_shallow_teacher_still_fits_to_multiples_of_32(tmp_path: Path) -> None:
+    """resnet18 layer1..layer2 (stride 8) asks for multiples of 16; data.image_size for 32."""
+    model = {"backbone": "resnet18", "teacher_stages": [0, 1]}
+    cfg = Config.from_dict({"data": {"image_size": "auto"}, "model": model})
+    fitted = _fit_image_size(cfg, _split(_write(tmp_path, [(250, 100)] * 3)), None)
+    assert fitted.data.image_size == (416, 160)
+
+
+def test_a_resumed_run_keeps_the_size_it_was_trained_at(tiny_run: TinyRun, tmp_path: Path) -> None:
+    """A run trained at 32 x 32 before auto existed resumes at 32, not at a size fitted anew."""
+    cfg = Config.from_dict({"data": {"image_size": "auto"}})
+    split = _split(_write(tmp_path, [(250, 100)] * 3))
+    assert _fit_image_size(cfg, split, tiny_run.run / "checkpoint.pt").data.image_size == 32

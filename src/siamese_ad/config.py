@@ -81,7 +81,7 @@ def image_size_value(name: str, value: Any, default: Any = None) -> ImageSize | 
     Raises:
         ConfigError: anything else, naming `name` and the valid forms.
     """
-    if value == AUTO_SIZE:
+    if isinstance(value, str) and value.strip().lower() == AUTO_SIZE:
         return AUTO_SIZE
     if isinstance(value, (list, tuple)) and len(value) == 2:
         if all(isinstance(v, int) and not isinstance(v, bool) for v in value):

@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from siamese_ad.config import AUTO_SIZE, ImageSize, SynthesisConfig
+from siamese_ad.config import AUTO_SIZE, ImageSize, SynthesisConfig, preset
 from siamese_ad.data.dataset import load_images, read_category
 from siamese_ad.data.images import fitted_image_size
 from siamese_ad.data.synthesis import AnomalySynthesizer
 from siamese_ad.io import atomic_write
+from siamese_ad.models.teacher import input_multiple
 
 MASK_TINT = np.array([255, 0, 0], dtype=np.float32)
 
@@ -49,8 +50,10 @@ def synth_preview(
 ) -> Path:
     """Synthesises `count` anomalies from the category's normal training images; writes a PNG."""
     data = read_category(root, fmt)
-    if image_size == AUTO_SIZE:  # as train fits it (the multiple of a stride-16 teacher)
-        image_size = fitted_image_size([s.image for s in data.train], multiple=32)
+    if image_size == AUTO_SIZE:  # as the cpu preset's train fits it to every normal image
+        cpu = preset("cpu").model
+        multiple = max(32, input_multiple(cpu.backbone, cpu.teacher_stages))
+        image_size = fitted_image_size([s.image for s in data.train], multiple)
     normals = load_images(data.train, image_size, desc="training images").images
     arrays = [img.permute(1, 2, 0).numpy() for img in normals]
     synth = AnomalySynthesizer.from_config(arrays, synthesis or SynthesisConfig(), object_type)

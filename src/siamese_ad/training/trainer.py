@@ -34,7 +34,7 @@ from siamese_ad.data.dataset import ImageLoader, ImageSet, load_images, read_cat
 from siamese_ad.data.images import fitted_image_size
 from siamese_ad.data.modality import image_loader
 from siamese_ad.data.sample import Sample
-from siamese_ad.data.splits import MANIFEST, make_split, record_sha256
+from siamese_ad.data.splits import MANIFEST, Split, make_split, record_sha256
 from siamese_ad.data.synthesis import AnomalySynthesizer
 from siamese_ad.device import select_device
 from siamese_ad.io import atomic_write_text
@@ -305,6 +305,22 @@ class _Run:
         )
 
 
+def _fit_image_size(cfg: Config, split: Split, resumed: Path | None) -> Config:
+    """`cfg` with data.image_size "auto" replaced by the size fitted to the split's normal images
+    (data/images.py), or by the size a resumed checkpoint was trained at (a run from before
+    "auto" existed keeps its square input)."""
+    if resumed is not None:
+        size = read_checkpoint(resumed)["config"]["data"]["image_size"]
+    else:
+        normals = [s.image for s in (*split.train, *split.validation)]
+        teacher = input_multiple(cfg.model.backbone, cfg.model.teacher_stages)
+        size = fitted_image_size(normals, max(32, teacher))  # 32: data.image_size's own rule
+        if distributed.is_main():
+            shown = size if isinstance(size, int) else "x".join(map(str, size))
+            tqdm.write(f"image size auto: {shown}, the aspect ratio of {len(normals)} images")
+    return cfg.merged({"data": {"image_size": size if isinstance(size, int) else list(size)}})
+
+
 def _prepare(cfg: Config, out_dir: Path, resume: bool) -> tuple[_Run, dict | None]:
     """Reads the data, builds or restores the model, writes config and manifest, makes the pool."""
     ckpt = out_dir / CHECKPOINT
@@ -320,13 +336,7 @@ def _prepare(cfg: Config, out_dir: Path, resume: bool) -> tuple[_Run, dict | Non
     )
     record_sha256(split, data.root)  # evaluate leaves out renamed copies of these images
     if cfg.data.image_size == AUTO_SIZE:  # saved as fitted: evaluate and predict read it back
-        normals = [s.image for s in (*split.train, *split.validation)]
-        size = fitted_image_size(
-            normals, input_multiple(cfg.model.backbone, cfg.model.teacher_stages)
-        )
-        cfg = cfg.merged({"data": {"image_size": size if isinstance(size, int) else list(size)}})
-        shown = size if isinstance(size, int) else "x".join(map(str, size))
-        tqdm.write(f"image size auto: {shown}, the aspect ratio of {len(normals)} normal images")
+        cfg = _fit_image_size(cfg, split, ckpt if resume and ckpt.exists() else None)
     manifest = split.manifest.to_dict()
     loader = image_loader(cfg.data, out_dir)
     optimizer_state = None
