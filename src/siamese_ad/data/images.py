@@ -47,9 +47,9 @@ def fitted_image_size(paths: Sequence[Path], multiple: int, area: int = AUTO_ARE
     images at `paths` (read from their headers), at about `area` pixels, each side rounded to
     the nearest multiple of `multiple` (at least one multiple).
 
-    Square images give a square size (256 for the default area); KolektorSDD's 500 x 1250 give
-    (384, 192) for multiple 64. One shape serves every image: those of other ratios are still
-    stretched to it, less than to a square when the ratios are alike.
+    Square images give a square size (256 for the default area); KolektorSDD's (500 wide, about
+    1250 tall) give (384, 192) for multiple 64. One shape serves every image: those of other
+    ratios are still stretched to it, less than to a square when the ratios are alike.
 
     Raises:
         DataError: an unreadable image (named), or no paths.
