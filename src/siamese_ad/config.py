@@ -65,6 +65,7 @@ ImageSize: TypeAlias = int | tuple[int, int]  # a square side, or (height, width
 # ratio at about AUTO_AREA pixels (data/images.py, fitted_image_size) and saves that size
 AUTO_SIZE = "auto"
 AUTO_AREA = 256 * 256
+SIDE_MULTIPLE = 32  # every side of data.image_size is a multiple of it (a teacher may ask more)
 _SIZE_FORMS = (
     "one int (square, e.g. 256), a pair [height, width] (e.g. [448, 192]), or auto (the "
     "training images' aspect ratio at about 256 x 256 pixels)"
@@ -131,7 +132,9 @@ class DataConfig:
         _check_choice("data.modality", self.modality, ("rgb", "depth", "rgbd"))
         _check_choice("data.object_type", self.object_type, ("auto", "texture", "object"))
         self.image_size = image_size_value("data.image_size", self.image_size)
-        if self.image_size != AUTO_SIZE and any(side < 32 or side % 32 for side in self.size_hw):
+        if self.image_size != AUTO_SIZE and any(
+            side < SIDE_MULTIPLE or side % SIDE_MULTIPLE for side in self.size_hw
+        ):
             size = self.image_size
             raise ConfigError(
                 f"data.image_size={size} must be a multiple of 32, >= 32"

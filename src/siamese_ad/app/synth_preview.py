@@ -52,7 +52,7 @@ def synth_preview(
     data = read_category(root, fmt)
     if image_size == AUTO_SIZE:  # as the cpu preset's train fits it to every normal image
         cpu = preset("cpu").model
-        multiple = max(32, input_multiple(cpu.backbone, cpu.teacher_stages))
+        multiple = input_multiple(cpu.backbone, cpu.teacher_stages)
         image_size = fitted_image_size([s.image for s in data.train], multiple)
     normals = load_images(data.train, image_size, desc="training images").images
     arrays = [img.permute(1, 2, 0).numpy() for img in normals]

@@ -35,7 +35,7 @@ from siamese_ad.backbones import (
     read_state_dict,
     unavailable,
 )
-from siamese_ad.config import ConfigError
+from siamese_ad.config import SIDE_MULTIPLE, ConfigError
 
 WEIGHTS_IMAGENET = "imagenet"
 WEIGHTS_NONE = "none"
@@ -131,8 +131,9 @@ def resolve_stages(name: str, stages: tuple[int, ...] = ()) -> tuple[int, ...]:
 def input_multiple(name: str, stages: tuple[int, ...] = ()) -> int:
     """What the input's height and width must be multiples of for a teacher of backbone `name`
     returning `stages` (() = its default): twice the deepest stage's stride, as the student's
-    bottleneck halves that stage again (TeacherStudentUNet.check_input_size)."""
-    return 2 * feature_points(name)[resolve_stages(name, stages)[-1]].stride
+    bottleneck halves that stage again (TeacherStudentUNet.check_input_size), and at least
+    data.image_size's own SIDE_MULTIPLE (both are powers of two, so the larger serves both)."""
+    return max(SIDE_MULTIPLE, 2 * feature_points(name)[resolve_stages(name, stages)[-1]].stride)
 
 
 def _source_state(name: str, weights: str) -> Mapping[str, Tensor] | None:

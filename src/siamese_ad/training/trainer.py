@@ -313,12 +313,12 @@ def _fit_image_size(cfg: Config, split: Split, resumed: Path | None) -> Config:
         size = read_checkpoint(resumed)["config"]["data"]["image_size"]
     else:
         normals = [s.image for s in (*split.train, *split.validation)]
-        teacher = input_multiple(cfg.model.backbone, cfg.model.teacher_stages)
-        size = fitted_image_size(normals, max(32, teacher))  # 32: data.image_size's own rule
+        multiple = input_multiple(cfg.model.backbone, cfg.model.teacher_stages)
+        size = fitted_image_size(normals, multiple)
         if distributed.is_main():
             shown = size if isinstance(size, int) else "x".join(map(str, size))
             tqdm.write(f"image size auto: {shown}, the aspect ratio of {len(normals)} images")
-    return cfg.merged({"data": {"image_size": size if isinstance(size, int) else list(size)}})
+    return cfg.merged({"data": {"image_size": size}})
 
 
 def _prepare(cfg: Config, out_dir: Path, resume: bool) -> tuple[_Run, dict | None]:
