@@ -1,5 +1,4 @@
-"""Defect-like synthetic anomalies made from one image alone: scratches, stains, noise patches
-and shades.
+"""Defect-like synthetic anomalies made from one image alone: scratches, stains, noise patches.
 
 Training's anomalies are patches of other normal images blended in (synthesis.py), so a
 validation set made the same way favours whatever fits that one family. Training never sees
@@ -21,7 +20,7 @@ import numpy as np
 
 from siamese_ad.data.synthesis import OBJECT_TYPES, foreground_mask, is_texture
 
-DEFECT_FAMILIES = ("scratch", "stain", "noise", "shade")
+DEFECT_FAMILIES = ("scratch", "stain", "noise")
 _REFERENCE_SIDE = 256  # pixel sizes are given at this min(H, W)
 _SCRATCH_STEPS = 32  # polyline segments of a scratch
 _SUBPIXEL_BITS = 4  # cv2 drawing precision: 1/16 px
@@ -31,10 +30,7 @@ _CLOSE = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))  # fills 1-pixel p
 
 
 class DefectSynthesizer:
-    """Paints one scratch, stain, noise patch or shade into an image; no second image needed.
-
-    A shade is a large, smooth, low-contrast change of brightness (uneven coating or lighting,
-    a discoloured region): a stain's kind at several times its size, softer and fainter.
+    """Paints one scratch, stain or noise patch into an image; no second image needed.
 
     Args:
         scratch_length: scratch length range, fractions of the image diagonal.
@@ -49,9 +45,6 @@ class DefectSynthesizer:
         noise_level: range of the texture's mean, grey levels.
         noise_contrast: range of the texture's std, grey levels.
         noise_alpha: range of the texture's blend weight inside the blob.
-        shade_axes: axis length range of a shade's blob, fractions of min(H, W).
-        shade_gains: as stain_gains, for a shade.
-        shade_softness: as blob_softness, for a shade.
         change_threshold: a pixel is anomalous when some channel moved by this much or more.
         min_area: a defect marking fewer pixels than this fraction of the image is drawn anew.
         max_tries: draws before the last one is accepted, even (nearly) empty (flat dark images).
@@ -72,9 +65,6 @@ class DefectSynthesizer:
         noise_level: tuple[float, float] = (64.0, 192.0),
         noise_contrast: tuple[float, float] = (30.0, 60.0),
         noise_alpha: tuple[float, float] = (0.5, 0.9),
-        shade_axes: tuple[float, float] = (0.3, 0.8),
-        shade_gains: tuple[tuple[float, float], ...] = ((0.7, 0.85), (1.15, 1.4)),
-        shade_softness: float = 0.5,
         change_threshold: int = 8,
         min_area: float = 0.001,
         max_tries: int = 10,
@@ -95,9 +85,6 @@ class DefectSynthesizer:
         self.noise_level = noise_level
         self.noise_contrast = noise_contrast
         self.noise_alpha = noise_alpha
-        self.shade_axes = shade_axes
-        self.shade_gains = shade_gains
-        self.shade_softness = shade_softness
         self.change_threshold = change_threshold
         self.min_area = min_area
         self.max_tries = max_tries
@@ -114,7 +101,7 @@ class DefectSynthesizer:
         Args:
             image: (H, W, 3) uint8; not modified.
             rng: all randomness comes from it, so the same state gives the same defect.
-            family: "scratch", "stain", "noise" or "shade".
+            family: "scratch", "stain" or "noise".
             foreground: (H, W) bool or None; the defect's centre lies on it and the image
                 changes only on it (objects).
 
@@ -126,12 +113,7 @@ class DefectSynthesizer:
             raise ValueError(f"need an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
         if family is None:
             family = DEFECT_FAMILIES[int(rng.integers(len(DEFECT_FAMILIES)))]
-        paint = {
-            "scratch": self._scratch,
-            "stain": self._stain,
-            "noise": self._noise,
-            "shade": self._shade,
-        }.get(family)
+        paint = {"scratch": self._scratch, "stain": self._stain, "noise": self._noise}.get(family)
         if paint is None:
             raise ValueError(f"family={family!r}; choose one of {', '.join(DEFECT_FAMILIES)}")
         height, width = image.shape[:2]
@@ -186,12 +168,6 @@ class DefectSynthesizer:
         gain = rng.uniform(*self.stain_gains[int(rng.integers(len(self.stain_gains)))])
         return x * (1.0 + (gain - 1.0) * alpha)[..., None]
 
-    def _shade(self, x: np.ndarray, centre: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """A large, very soft blob inside which the image is multiplied by a gain near 1."""
-        alpha = self._blob(x.shape[:2], centre, rng, self.shade_axes, self.shade_softness)
-        gain = rng.uniform(*self.shade_gains[int(rng.integers(len(self.shade_gains)))])
-        return x * (1.0 + (gain - 1.0) * alpha)[..., None]
-
     def _noise(self, x: np.ndarray, centre: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """A grey low-pass noise texture blended into a soft-edged irregular blob (DRAEM-like)."""
         height, width = x.shape[:2]
@@ -204,19 +180,11 @@ class DefectSynthesizer:
         return x + alpha[..., None] * (texture[..., None] - x)
 
     def _blob(
-        self,
-        shape: tuple[int, int],
-        centre: np.ndarray,
-        rng: np.random.Generator,
-        axes: tuple[float, float] | None = None,
-        softness: float | None = None,
+        self, shape: tuple[int, int], centre: np.ndarray, rng: np.random.Generator
     ) -> np.ndarray:
         """(H, W) float32 in [0, 1]: a rotated ellipse about `centre` (y, x), its edge perturbed
-        by a few random low harmonics of the angle, then blurred. `axes` and `softness` default
-        to blob_axes and blob_softness."""
-        axes = self.blob_axes if axes is None else axes
-        softness = self.blob_softness if softness is None else softness
-        semi = rng.uniform(*axes, size=2) * min(shape) / 2
+        by a few random low harmonics of the angle, then blurred."""
+        semi = rng.uniform(*self.blob_axes, size=2) * min(shape) / 2
         angle = rng.uniform(0.0, np.pi)
         yy, xx = np.mgrid[: shape[0], : shape[1]].astype(np.float32)
         yy, xx = yy - centre[0], xx - centre[1]
@@ -226,7 +194,7 @@ class DefectSynthesizer:
         phase = rng.uniform(0.0, 2 * np.pi, (len(_HARMONICS), 1, 1))
         edge = 1.0 + (amplitude * np.cos(_HARMONICS * np.arctan2(v, u) + phase)).sum(axis=0)
         inside = (np.hypot(u, v) <= np.maximum(edge, _MIN_RADIUS)).astype(np.float32)
-        return cv2.GaussianBlur(inside, (0, 0), max(0.5, softness * semi.min()))
+        return cv2.GaussianBlur(inside, (0, 0), max(0.5, self.blob_softness * semi.min()))
 
 
 def defect_foregrounds(

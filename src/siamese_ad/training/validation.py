@@ -6,9 +6,9 @@ validation data). The anomalies are made once, seeded, from the validation image
 of one validation image blended into another) with the default synthesis settings, so nothing
 here was ever trained on and runs that differ in their synthesis are measured alike.
 
-That yardstick shares its family with training's anomalies, so it flatters whatever fits them;
-the "defects" yardstick (scratches, stains, noise patches and shades, data/defects.py) is made of
-families training never sees and measures generalisation to unseen kinds of defect.
+That yardstick shares its family with training's anomalies, so it flatters whatever fits them; the
+"defects" yardstick (scratches, stains and noise patches, data/defects.py) is made of families
+training never sees and measures generalisation to unseen kinds of defect.
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ def make_validation_set(
     """Builds the set from (N, 3, H, W) uint8 validation images; None when N < MIN_VALIDATION.
 
     `yardstick` "blend" makes each anomaly as training does, a patch of another validation image
-    blended in; "defects" paints one scratch, stain, noise patch or shade into each (the families
-    in turn), kinds training never sees. Both follow `cfg.data.object_type`.
+    blended in; "defects" paints one scratch, stain or noise patch into each (the families in
+    turn), kinds training never sees. Both follow `cfg.data.object_type`.
 
     `synthesis` ("blend" only) defaults to the default SynthesisConfig, not the run's: one
     yardstick for runs that differ in their synthesis (benchmarks may pass another to make a
