@@ -35,12 +35,15 @@ THRESHOLDS = Thresholds(
 )  # fmt: skip
 
 
-def _checkpoint(path: Path, backbone: str, cpam: bool, thresholds: dict | None) -> Path:
+def _checkpoint(
+    path: Path, backbone: str, cpam: bool, thresholds: dict | None, input_norm: str = "none"
+) -> Path:
     """A small untrained checkpoint with non-zero CPAM gammas, per-stage map means other than
     ones (scoring.map_norm "mean" divides by them) and deviation statistics set."""
     cfg = preset("cpu")
     cfg.data.root, cfg.data.image_size = "unused", SIZE
     cfg.model.backbone, cfg.model.weights, cfg.model.cpam = backbone, "none", cpam
+    cfg.model.input_norm = input_norm
     cfg.train.bf16 = False  # the float32 graph is compared with a float32 reference
     torch.manual_seed(0)
     model = build_unet(cfg.model)
@@ -96,6 +99,19 @@ def test_onnx_matches_pytorch_with_dynamic_batch(lite_cpam: Path) -> None:
     np.testing.assert_allclose(normalised, THRESHOLDS.normalise(scores), atol=TOL)
     near = np.abs(maps - THRESHOLDS.pixel) < TOL  # pixels too close to the cut to compare
     np.testing.assert_array_equal(mask[~near], (maps > THRESHOLDS.pixel)[~near])
+
+
+def test_onnx_standardises_each_image_as_pytorch_does(tmp_path: Path) -> None:
+    ckpt = _checkpoint(tmp_path / "checkpoint.pt", "resnet18", False, None, input_norm="image")
+    export_model(ckpt, tmp_path / "model.onnx", "onnx")
+    images = _images(2, seed=5) // 3  # dark pictures; the same ones brighter below
+    maps, scores = _reference(ckpt, images)
+    brighter_maps, _ = _reference(ckpt, images * 2 + 40)
+    assert np.abs(brighter_maps - maps).max() < 0.05 * np.abs(maps).max()  # exposure ignored
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    got_map, got_score = session.run(None, {"images": x})[:2]
+    assert np.abs(got_map - maps).max() < TOL and np.abs(got_score - scores).max() < TOL
 
 
 def _rows(csv_path: Path) -> dict[str, dict[str, str]]:

@@ -65,6 +65,7 @@ ImageSize: TypeAlias = int | tuple[int, int]  # a square side, or (height, width
 # ratio at about AUTO_AREA pixels (data/images.py, fitted_image_size) and saves that size
 AUTO_SIZE = "auto"
 AUTO_AREA = 256 * 256
+INPUT_NORMS = ("none", "image")  # model.input_norm
 SIDE_MULTIPLE = 32  # every side of data.image_size is a multiple of it (a teacher may ask more)
 _SIZE_FORMS = (
     "one int (square, e.g. 256), a pair [height, width] (e.g. [448, 192]), or auto (the "
@@ -171,12 +172,16 @@ class ModelConfig:
     # aliases wide_resnet50_2 and resnet18 layer1..layer4 = 0..3, for efficientnet_lite0/1/2 their 7
     # block groups 0..6 (timm's blocks.i); () = the backbone's default (backbones.py)
     teacher_stages: tuple[int, ...] = ()
+    # image: each image is standardised (one mean and std over its pixels and channels) before
+    # the teacher, so exposure and gain differences between images do not reach the features
+    input_norm: str = "none"  # none | image
 
     def validate(self) -> None:
         error = backbone_error(self.backbone)
         if error is not None:
             raise ConfigError(error)
         _check_choice("model.cpam_fusion", self.cpam_fusion, ("gated", "literal"))
+        _check_choice("model.input_norm", self.input_norm, INPUT_NORMS)
         _check_positive("model.decoder_blocks", self.decoder_blocks)
         stages = self.teacher_stages
         if stages and (len(stages) < 2 or list(stages) != sorted(set(stages)) or stages[0] < 0):

@@ -240,3 +240,26 @@ def test_checkpoint_configs_from_before_teacher_stages_keep_their_stages() -> No
     assert with_legacy_stages({"model": {"backbone": "resnet18"}})["model"]["teacher_stages"] == []
     new = {"model": {"backbone": "efficientnet_lite0", "teacher_stages": [2, 4]}}
     assert with_legacy_stages(new) is new
+
+
+def test_input_norm_image_removes_exposure_and_offset() -> None:
+    torch.manual_seed(0)
+    plain = build_teacher("resnet18", weights="none")
+    torch.manual_seed(0)
+    normed = build_teacher("resnet18", weights="none", input_norm="image")
+    dark = torch.rand(2, 3, 64, 64) * 0.3
+    bright = dark * 2.5 + 0.1  # another exposure and offset, still within [0, 1]
+    for a, b in zip(normed(dark), normed(bright), strict=True):
+        assert torch.allclose(a, b, atol=1e-4)
+    assert any(
+        not torch.allclose(a, b, atol=1e-2) for a, b in zip(plain(dark), plain(bright), strict=True)
+    )
+    flat = normed(torch.full((1, 3, 64, 64), 0.5))  # no spread at all: finite, no NaN
+    assert all(torch.isfinite(f).all() for f in flat)
+
+
+def test_input_norm_must_be_a_known_choice() -> None:
+    with pytest.raises(ConfigError, match="none, image"):
+        ModelConfig(input_norm="minmax").validate()
+    with pytest.raises(ConfigError, match="none, image"):
+        build_teacher("resnet18", weights="none", input_norm="minmax")

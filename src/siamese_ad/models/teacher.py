@@ -35,10 +35,14 @@ from siamese_ad.backbones import (
     read_state_dict,
     unavailable,
 )
-from siamese_ad.config import SIDE_MULTIPLE, ConfigError
+from siamese_ad.config import INPUT_NORMS, SIDE_MULTIPLE, ConfigError
 
 WEIGHTS_IMAGENET = "imagenet"
 WEIGHTS_NONE = "none"
+# model.input_norm "image": every image is brought to this mean and std (inputs in [0, 1]), about
+# those of ImageNet pictures, before the teacher's own normalisation
+IMAGE_MEAN = 0.45
+IMAGE_STD = 0.225
 DEFAULT_STRIDES = (4, 8, 16)  # a timm backbone's default stages: its last level at each
 LITE0 = "tf_efficientnet_lite0"  # the only Lite alias of checkpoints from before timm
 
@@ -58,8 +62,12 @@ class Teacher(nn.Module):
         strides: tuple[int, ...],
         mean: tuple[float, ...],
         std: tuple[float, ...],
+        input_norm: str = "none",
     ) -> None:
         super().__init__()
+        if input_norm not in INPUT_NORMS:
+            raise ConfigError(f"input_norm={input_norm!r}; choose one of {', '.join(INPUT_NORMS)}")
+        self.input_norm = input_norm
         self.features = features
         self.channels = channels
         self.strides = strides
@@ -76,7 +84,19 @@ class Teacher(nn.Module):
         """x (B, 3, H, W) in [0, 1] -> [T_1, ..., T_n], T_i (B, channels[i],
         ceil(H / strides[i]), ceil(W / strides[i])); computed without an autograd graph."""
         with torch.no_grad():
+            if self.input_norm == "image":
+                x = standardise_images(x)
             return list(self.features((x - self.mean) / self.std))
+
+
+def standardise_images(x: Tensor) -> Tensor:
+    """(B, C, H, W) -> each image shifted and scaled to mean IMAGE_MEAN and std IMAGE_STD over
+    its pixels and channels together (colours keep their balance). An image flatter than one grey
+    level is scaled as if its std were one grey level."""
+    flat = x.float().flatten(1)
+    mean = flat.mean(dim=1).view(-1, 1, 1, 1)
+    std = flat.std(dim=1).clamp_min(1.0 / 255.0).view(-1, 1, 1, 1)
+    return ((x.float() - mean) / std * IMAGE_STD + IMAGE_MEAN).to(x.dtype)
 
 
 @functools.cache
@@ -170,7 +190,10 @@ def _flattens(points: tuple[FeaturePoint, ...]) -> bool:
 
 
 def build_teacher(
-    name: str, weights: str = WEIGHTS_IMAGENET, stages: tuple[int, ...] = ()
+    name: str,
+    weights: str = WEIGHTS_IMAGENET,
+    stages: tuple[int, ...] = (),
+    input_norm: str = "none",
 ) -> Teacher:
     """Builds a frozen teacher.
 
@@ -178,6 +201,7 @@ def build_teacher(
         name: an alias of `siamese_ad.backbones.ALIASES` or a timm CNN name.
         weights: "imagenet", "none" (random) or a path to a state dict of the full classifier.
         stages: indices of the backbone stages it returns; () for the backbone's default.
+        input_norm: "none", or "image" to standardise each image first (`standardise_images`).
 
     Raises:
         ConfigError: unknown backbone name or stages.
@@ -200,7 +224,7 @@ def build_teacher(
     std = alias.std if alias and alias.std else net.pretrained_cfg["std"]
     channels = tuple(points[i].channels for i in chosen)
     strides = tuple(points[i].stride for i in chosen)
-    return Teacher(features, channels, strides, mean, std)
+    return Teacher(features, channels, strides, mean, std, input_norm)
 
 
 def upgrade_teacher_state(

@@ -103,5 +103,7 @@ def build_unet(cfg: ModelConfig, weights: str | None = None) -> TeacherStudentUN
     changes with timm versions and backbones): a seed gives the same student across such changes.
     """
     with torch.random.fork_rng(devices=[]):
-        teacher = build_teacher(cfg.backbone, weights or cfg.weights, cfg.teacher_stages)
+        teacher = build_teacher(
+            cfg.backbone, weights or cfg.weights, cfg.teacher_stages, cfg.input_norm
+        )
     return TeacherStudentUNet(teacher, cfg.cpam, cfg.cpam_fusion, cfg.decoder_blocks)
