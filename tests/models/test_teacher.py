@@ -248,9 +248,21 @@ def test_input_norm_image_removes_exposure_and_offset() -> None:
     torch.manual_seed(0)
     normed = build_teacher("resnet18", weights="none", input_norm="image")
     dark = torch.rand(2, 3, 64, 64) * 0.3
-    bright = dark * 2.5 + 0.1  # another exposure and offset, still within [0, 1]
+    gain, offset = (
+        torch.tensor([2.5, 1.5]).view(2, 1, 1, 1),
+        torch.tensor([0.1, 0.3]).view(2, 1, 1, 1),
+    )
+    bright = dark * gain + offset  # another exposure and offset per image, still within [0, 1]
     for a, b in zip(normed(dark), normed(bright), strict=True):
         assert torch.allclose(a, b, atol=1e-4)
+    for alone, together in zip(normed(dark[1:]), normed(dark), strict=True):
+        assert torch.allclose(alone[0], together[1], atol=1e-5)  # batch mates play no part
+    tinted = dark.clone()
+    tinted[:, 0] += 0.2  # a colour cast is content, not exposure: it still shows
+    assert any(
+        not torch.allclose(a, b, atol=1e-2)
+        for a, b in zip(normed(dark), normed(tinted), strict=True)
+    )
     assert any(
         not torch.allclose(a, b, atol=1e-2) for a, b in zip(plain(dark), plain(bright), strict=True)
     )

@@ -43,6 +43,7 @@ WEIGHTS_NONE = "none"
 # those of ImageNet pictures, before the teacher's own normalisation
 IMAGE_MEAN = 0.45
 IMAGE_STD = 0.225
+MIN_IMAGE_STD = 1.0 / 255.0  # an image flatter than one grey level is scaled as if it had that
 DEFAULT_STRIDES = (4, 8, 16)  # a timm backbone's default stages: its last level at each
 LITE0 = "tf_efficientnet_lite0"  # the only Lite alias of checkpoints from before timm
 
@@ -91,11 +92,11 @@ class Teacher(nn.Module):
 
 def standardise_images(x: Tensor) -> Tensor:
     """(B, C, H, W) -> each image shifted and scaled to mean IMAGE_MEAN and std IMAGE_STD over
-    its pixels and channels together (colours keep their balance). An image flatter than one grey
-    level is scaled as if its std were one grey level."""
+    its pixels and channels together (colours keep their balance); the std is floored at
+    MIN_IMAGE_STD."""
     flat = x.float().flatten(1)
     mean = flat.mean(dim=1).view(-1, 1, 1, 1)
-    std = flat.std(dim=1).clamp_min(1.0 / 255.0).view(-1, 1, 1, 1)
+    std = flat.std(dim=1).clamp_min(MIN_IMAGE_STD).view(-1, 1, 1, 1)
     return ((x.float() - mean) / std * IMAGE_STD + IMAGE_MEAN).to(x.dtype)
 
 
