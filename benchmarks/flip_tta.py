@@ -15,15 +15,10 @@ import json
 from pathlib import Path
 
 import torch
-from stage_weights import stage_maps, weighted_map
+from stage_weights import stage_maps, weighted_map, yardstick_and_test
 
 from siamese_ad import metrics
-from siamese_ad.data.dataset import load_images, read_category
-from siamese_ad.data.modality import image_loader
-from siamese_ad.data.splits import SplitManifest, exclude_trained
 from siamese_ad.evaluation.inference import Detector
-from siamese_ad.evaluation.thresholds import validation_samples
-from siamese_ad.training.validation import make_validation_set
 
 VARIANTS: dict[str, list[tuple[int, ...]]] = {
     "none": [()],
@@ -46,14 +41,9 @@ def score_run(run: Path, test: bool) -> dict[str, dict]:
     detector = Detector.load(run, "cpu")
     cfg = detector.cfg
     size = cfg.data.size_hw
-    loader = image_loader(cfg.data, run)
-    normals = load_images(validation_samples(detector), size, loader, "validation images")
-    vset = make_validation_set(normals.images, cfg, None, "defects")
+    vset, images = yardstick_and_test(detector, run, test)
     splits = {"val": (vset.images, vset.labels, vset.masks.numpy())}
-    if test:
-        data = read_category(cfg.data.root, cfg.data.format)
-        manifest = SplitManifest.from_dict(detector.payload["manifest"])
-        images = load_images(exclude_trained(data.test, manifest, data.root), size, loader, "test")
+    if images is not None:
         splits["test"] = (images.images, images.labels.numpy(), images.masks.numpy())
     rows: dict[str, dict] = {
         name: {

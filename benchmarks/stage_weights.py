@@ -69,16 +69,28 @@ def weighted_map(dists: list[torch.Tensor], weights: tuple[float, ...], size, si
     return combine_stages(terms, size, GaussianBlur(sigma)).numpy()
 
 
+def yardstick_and_test(detector: Detector, run: Path, test: bool = True):
+    """The run's defects yardstick (validation normals, one defect painted into each) and, if
+    asked, its test split minus any trained-on images -> (ValidationSet, LoadedImages | None)."""
+    cfg = detector.cfg
+    loader = image_loader(cfg.data, run)
+    normals = load_images(
+        validation_samples(detector), cfg.data.size_hw, loader, "validation images"
+    )
+    vset = make_validation_set(normals.images, cfg, None, "defects")
+    if not test:
+        return vset, None
+    data = read_category(cfg.data.root, cfg.data.format)
+    manifest = SplitManifest.from_dict(detector.payload["manifest"])
+    kept = exclude_trained(data.test, manifest, data.root)
+    return vset, load_images(kept, cfg.data.size_hw, loader, "test")
+
+
 def score_run(run: Path, aupro: bool) -> dict[str, dict[str, float]]:
     detector = Detector.load(run, "cpu")
     cfg = detector.cfg
     size = cfg.data.size_hw
-    loader = image_loader(cfg.data, run)
-    normals = load_images(validation_samples(detector), size, loader, "validation images")
-    vset = make_validation_set(normals.images, cfg, None, "defects")
-    data = read_category(cfg.data.root, cfg.data.format)
-    manifest = SplitManifest.from_dict(detector.payload["manifest"])
-    test = load_images(exclude_trained(data.test, manifest, data.root), size, loader, "test")
+    vset, test = yardstick_and_test(detector, run)
     splits = {
         "val": (stage_maps(detector, vset.images), vset.labels, vset.masks.numpy()),
         "test": (stage_maps(detector, test.images), test.labels.numpy(), test.masks.numpy()),
