@@ -4,9 +4,8 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from siamese_ad.models.cpam import CPAM, position_attention
+from siamese_ad.models.cpam import CPAM
 
 
 def _input(shape: tuple[int, ...], seed: int = 0, scale: float = 1.0) -> torch.Tensor:
@@ -139,35 +138,6 @@ def test_matches_hand_computation(fusion: str) -> None:
     out = module(torch.tensor(x_rows).view(1, 2, 1, 3))
     expected = _hand_cpam(x_rows, wq, bq, wk, bk, wv, bv, gc, gp)[fusion]
     assert torch.allclose(out.view(2, 3), torch.tensor(expected), atol=1e-5)
-
-
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_cpu_position_attention_matches_fused_kernel(channels_last: bool) -> None:
-    """The CPU matmul form gives scaled_dot_product_attention's values, in value's layout."""
-    q, k, v = _input((2, 3, 5, 6), 1), _input((2, 3, 5, 6), 2), _input((2, 16, 5, 6), 3)
-    flat = [t.flatten(2).transpose(1, 2) for t in (q, k, v)]  # (B, N, C)
-    fused = F.scaled_dot_product_attention(*flat, scale=1.0).transpose(1, 2).reshape(v.shape)
-    if channels_last:
-        q, k, v = (t.contiguous(memory_format=torch.channels_last) for t in (q, k, v))
-    out = position_attention(q, k, v)
-    assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
-    assert torch.allclose(out, fused, atol=1e-5)
-
-
-@pytest.mark.parametrize("fusion", ["gated", "literal"])
-def test_channels_last_gives_the_same_output_and_gradients(fusion: str) -> None:
-    torch.manual_seed(3)
-    module = CPAM(16, fusion)
-    _set_gammas(module, 0.5, 0.5)
-    results = []
-    for layout in (torch.contiguous_format, torch.channels_last):
-        x = _input((2, 16, 6, 5)).contiguous(memory_format=layout).requires_grad_()
-        module.zero_grad()
-        out = module(x)
-        _weighted_sum(out).backward()
-        results.append((out.detach(), x.grad, module.query.weight.grad.clone()))
-    for a, b in zip(*results, strict=True):
-        assert torch.allclose(a, b, atol=1e-5)
 
 
 def test_deterministic() -> None:

@@ -9,10 +9,9 @@ METHOD.md section 2, eq. 3-5. Two attention branches over an input X (B, C, H, W
   F'_p = gamma_p * (V M_p^T) + X.
 
 Both softmaxes are over dot products without a temperature, as eq. 3-4 and DANet write them. They
-are numerically safe at any magnitude because both the fused attention kernel and torch.softmax
-subtract the row maximum before exponentiating (large inputs make the attention sharp, never NaN).
-DANet's channel module feeds `rowmax - energy` to the softmax, which flips the sign of the
-similarities; we do not.
+are numerically safe at any magnitude because the fused attention kernel subtracts the row maximum
+before exponentiating (large inputs make the attention sharp, never NaN). DANet's channel module
+feeds `rowmax - energy` to the softmax, which flips the sign of the similarities; we do not.
 
 gamma_c and gamma_p are learnable scalars initialised to 0, so both branches start as X.
 """
@@ -44,46 +43,20 @@ def channel_attention(x: Tensor) -> Tensor:
 def position_attention(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
     """V M_p^T of eq. 4, before the residual, with M_p = softmax(Q^T K) over positions.
 
-    On CUDA through the fused `scaled_dot_product_attention`. On CPU as two batched matmuls
-    around a softmax (`_position_attention_matmul`): the same arithmetic, but torch's CPU
-    attention kernel is 2.6x slower at bf16 when Q, K have fewer channels than V (C' = C / 8)
-    and falls back to this very computation in float32 (docs/performance.md, "CPAM on CPU").
-
     Args:
         query: (B, C', H, W) query projection Q.
         key: (B, C', H, W) key projection K.
         value: (B, C, H, W) value projection V.
 
     Returns:
-        (B, C, H, W), each position a softmax-weighted mix of the values at all positions, in
-        the memory format of `value`.
+        (B, C, H, W), each position a softmax-weighted mix of the values at all positions.
     """
-    if value.device.type == "cpu":
-        return _position_attention_matmul(query, key, value)
     b, c, h, w = value.shape
     q = query.flatten(2).transpose(1, 2)  # (B, N, C')
     k = key.flatten(2).transpose(1, 2)  # (B, N, C')
     v = value.flatten(2).transpose(1, 2)  # (B, N, C)
     mixed = F.scaled_dot_product_attention(q, k, v, scale=1.0)  # (B, N, C)
     return mixed.transpose(1, 2).reshape(b, c, h, w)
-
-
-def _position_attention_matmul(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
-    """position_attention as softmax(Q^T K) and one matmul with V, laid out so that neither a
-    channels_last nor a contiguous `value` is copied: (B, C, H, W) in `value`'s format."""
-    b, c, h, w = value.shape
-    n = h * w
-    if value.is_contiguous(memory_format=torch.channels_last) and not value.is_contiguous():
-        # (B, H, W, C) in memory: positions-by-channels matrices are views
-        q = query.permute(0, 2, 3, 1).reshape(b, n, -1)  # (B, N, C')
-        k = key.permute(0, 2, 3, 1).reshape(b, n, -1)  # (B, N, C')
-        v = value.permute(0, 2, 3, 1).reshape(b, n, c)  # (B, N, C)
-        attention = torch.softmax(q @ k.transpose(1, 2), dim=-1)  # (B, N, N): rows sum to 1
-        return (attention @ v).reshape(b, h, w, c).permute(0, 3, 1, 2)
-    q = query.reshape(b, -1, n)  # (B, C', N)
-    k = key.reshape(b, -1, n)  # (B, C', N)
-    attention = torch.softmax(q.transpose(1, 2) @ k, dim=-1)  # (B, N, N)
-    return (value.reshape(b, c, n) @ attention.transpose(1, 2)).reshape(b, c, h, w)
 
 
 class CPAM(nn.Module):
