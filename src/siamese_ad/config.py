@@ -206,6 +206,11 @@ class TrainConfig:
     distill_reduction: str = "flatten"  # flatten (eq. 1 as the RD code) | pixel
     lr_schedule: str = "constant"  # constant | cosine (per step, to 0 at each stage's end)
     cache_teacher: bool = True  # keep the teacher's features of un-augmented training images
+    # Gaussian noise on the student's input (the teacher's features, before the bottleneck) in
+    # the basic block and stage 1's triplet form, its std this share of each image's per-stage
+    # feature RMS; the loss still asks for the clean features (UniAD's feature jitter; not in
+    # the method). 0 = off
+    feature_jitter: float = 0.0
     # score validation normals + synthetic anomalies after every epoch; the finished model's
     # defects scores, which the image-score rule reads, are computed either way
     track_validation: bool = True
@@ -225,6 +230,7 @@ class TrainConfig:
             raise ConfigError(f"train.betas={self.betas!r} must be two numbers in [0, 1)")
         _check_choice("train.distill_reduction", self.distill_reduction, ("flatten", "pixel"))
         _check_choice("train.lr_schedule", self.lr_schedule, ("constant", "cosine"))
+        _check_positive("train.feature_jitter", self.feature_jitter, allow_zero=True)
 
 
 @dataclass
@@ -349,6 +355,13 @@ class Config:
                 f"data.real_anomalies={self.data.real_anomalies} needs stage 1 or 2, which train "
                 "on them (the basic block trains on normal images only); add "
                 "--deviation.enabled true, or leave the real anomalies in the test split"
+            )
+        con = self.contrastive
+        if self.train.feature_jitter and con.enabled and con.form == "aligned":
+            raise ConfigError(
+                f"train.feature_jitter={self.train.feature_jitter} applies to the basic block and "
+                "the triplet form of stage 1; the aligned form has its own denoising target. Use "
+                "--train.feature_jitter 0, or --contrastive.form triplet"
             )
         return self
 

@@ -79,15 +79,22 @@ class TeacherStudentUNet(nn.Module):
         with torch.no_grad():
             return [t.detach() for t in self.teacher(images)]
 
-    def forward(self, images: Tensor, teacher: list[Tensor] | None = None) -> FeaturePair:
+    def forward(
+        self,
+        images: Tensor,
+        teacher: list[Tensor] | None = None,
+        student_input: list[Tensor] | None = None,
+    ) -> FeaturePair:
         """(B, 3, H, W) in [0, 1] -> FeaturePair; H and W multiples of 2 * the deepest stride.
 
         `teacher`, when given, is `teacher_features(images)` computed earlier (a training cache);
-        the teacher is then not run again.
+        the teacher is then not run again. `student_input`, when given, replaces the teacher's
+        features as the bottleneck's input (shapes as `teacher`; training's feature jitter),
+        while the pair's teacher side stays the clean features.
         """
         if teacher is None:
             teacher = self.teacher_features(images)
-        student = self.student(self.bottleneck(teacher))
+        student = self.student(self.bottleneck(teacher if student_input is None else student_input))
         return FeaturePair(teacher, student)
 
     def trainable_state_dict(self) -> dict[str, Tensor]:

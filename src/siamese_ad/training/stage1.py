@@ -34,6 +34,19 @@ def rotate_batch(images: Tensor, max_degrees: float, generator: torch.Generator)
     )
 
 
+def jitter_features(
+    features: list[Tensor], scale: float, generator: torch.Generator
+) -> list[Tensor]:
+    """Each (B, C_i, H_i, W_i) map plus Gaussian noise whose std is `scale` times that image's
+    root-mean-square feature value at that stage (UniAD's feature jitter, per stage)."""
+    jittered = []
+    for f in features:
+        rms = f.float().pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt()
+        noise = torch.randn(f.shape, generator=generator).to(f.device)
+        jittered.append((f.float() + scale * rms * noise).to(f.dtype))
+    return jittered
+
+
 def stage_masks(masks: Tensor, sizes: list[tuple[int, int]]) -> list[Tensor]:
     """(B, H, W) bool masks -> one (B, H_i, W_i) float mask per stage: the share of each stage
     cell that is anomalous, at least half of it counting as anomalous (1.0), else 0.0."""
@@ -89,9 +102,16 @@ class Stage1Step(OptimizerStep):
                     rotated = self.model.teacher_features(batch[1])
                 pool = self.cache.features("pool", distributed.shard(picks), self.pool.images)
                 teacher = [torch.cat(parts) for parts in zip(teacher, rotated, pool, strict=True)]
+        images = torch.cat(batch) if len(batch) > 1 else batch[0]
+        student_input = None
+        if cfg.train.feature_jitter > 0:
+            if teacher is None:
+                with autocast(self.device, cfg.train.bf16):
+                    teacher = self.model.teacher_features(images)
+            student_input = jitter_features(teacher, cfg.train.feature_jitter, generator)
         self.model.train()
         with autocast(self.device, cfg.train.bf16):
-            pair = self.model(torch.cat(batch) if len(batch) > 1 else batch[0], teacher)
+            pair = self.model(images, teacher, student_input)
         n = len(batch[0])
         loss = con.lambda_cos * distillation_loss(
             [t[:n] for t in pair.teacher],
