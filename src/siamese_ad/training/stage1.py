@@ -41,9 +41,10 @@ def jitter_features(
     root-mean-square feature value at that stage (UniAD's feature jitter, per stage)."""
     jittered = []
     for f in features:
-        rms = f.float().pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt()
+        f32 = f.float()
+        rms = f32.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt()
         noise = torch.randn(f.shape, generator=generator).to(f.device)
-        jittered.append((f.float() + scale * rms * noise).to(f.dtype))
+        jittered.append((f32 + scale * rms * noise).to(f.dtype))
     return jittered
 
 
