@@ -1,10 +1,13 @@
 """Tests for CPAM: shapes, identity at init, gradients, stability and eq. 3-5 by hand."""
 
 import math
+from functools import partial
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from siamese_ad.models import cpam
 from siamese_ad.models.cpam import CPAM
 
 
@@ -157,3 +160,61 @@ def test_invalid_arguments() -> None:
         CPAM(8, "sum")
     with pytest.raises(ValueError, match="must be >= 1"):
         CPAM(8, reduction=0)
+
+
+def _qkv(batch: int, n: int, hidden: int, channels: int, scale: float = 1.0) -> list[torch.Tensor]:
+    return [
+        _input((batch, n, width), seed=seed, scale=scale)
+        for seed, width in ((1, hidden), (2, hidden), (3, channels))
+    ]
+
+
+def _reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(Q K^T) V in float64."""
+    q, k, v = q.double(), k.double(), v.double()
+    return torch.softmax(q @ k.transpose(1, 2), dim=-1) @ v
+
+
+def test_cpu_attention_blocks_match_one_product(monkeypatch: pytest.MonkeyPatch) -> None:
+    q, k, v = _qkv(2, 37, 4, 6, scale=2.0)
+    whole = cpam.cpu_attention(q.requires_grad_(), k, v).detach()  # autograd: one product
+    # 3 rows of 37 logits per block: 13 blocks per image, the last one a single row.
+    monkeypatch.setattr(cpam, "_BLOCK_BYTES", 3 * 37 * 4)
+    with torch.no_grad():
+        blocked = cpam.cpu_attention(q, k, v)
+    assert torch.allclose(blocked, whole, atol=1e-5)
+    assert torch.allclose(blocked.double(), _reference(q, k, v), atol=1e-5)
+    assert not torch.allclose(blocked, v, atol=1e-2)  # the attention does mix positions
+
+
+def test_cpu_attention_as_exact_as_the_fused_kernel_under_bf16() -> None:
+    q, k, v = (t.bfloat16() for t in _qkv(4, 256, 16, 32, scale=1.5))
+    expected = _reference(q, k, v)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = cpam.cpu_attention(q, k, v)
+        fused = F.scaled_dot_product_attention(q, k, v, scale=1.0)
+    assert ours.dtype == torch.bfloat16
+    ours_error = (ours.double() - expected).abs().mean()
+    fused_error = (fused.double() - expected).abs().mean()
+    assert ours_error <= fused_error
+
+
+def test_cpu_attention_gradients_match_the_fused_kernel() -> None:
+    grads = []
+    for attend in (cpam.cpu_attention, partial(F.scaled_dot_product_attention, scale=1.0)):
+        q, k, v = (t.requires_grad_() for t in _qkv(2, 20, 4, 6))
+        _weighted_sum(attend(q, k, v)).backward()
+        grads.append([t.grad for t in (q, k, v)])
+    for ours, fused in zip(*grads, strict=True):
+        assert torch.allclose(ours, fused, atol=1e-5)
+
+
+def test_traced_cpam_keeps_any_batch_size() -> None:
+    """Tracing takes the fused kernel, not the blocked loop that would freeze the batch size."""
+    torch.manual_seed(0)
+    module = CPAM(16).eval()
+    _set_gammas(module, 0.5, 0.5)
+    with torch.no_grad():
+        traced = torch.jit.trace(module, _input((2, 16, 5, 4)))
+        x = _input((3, 16, 5, 4), seed=4)
+        assert torch.allclose(traced(x), module(x), atol=1e-5)

@@ -9,9 +9,16 @@ METHOD.md section 2, eq. 3-5. Two attention branches over an input X (B, C, H, W
   F'_p = gamma_p * (V M_p^T) + X.
 
 Both softmaxes are over dot products without a temperature, as eq. 3-4 and DANet write them. They
-are numerically safe at any magnitude because the fused attention kernel subtracts the row maximum
-before exponentiating (large inputs make the attention sharp, never NaN). DANet's channel module
-feeds `rowmax - energy` to the softmax, which flips the sign of the similarities; we do not.
+are numerically safe at any magnitude because every softmax here subtracts the row maximum before
+exponentiating (large inputs make the attention sharp, never NaN). DANet's channel module feeds
+`rowmax - energy` to the softmax, which flips the sign of the similarities; we do not.
+
+The positional attention runs in one of two forms with the same mathematics. On CUDA, and while a
+model is traced, scripted, compiled or exported, it is torch's fused attention kernel. In eager
+mode on a CPU it is `cpu_attention`: float32 logits, softmax and value product, which is at least
+as exact as the fused kernel (that one rounds its output at the input precision; under bf16
+autocast this one rounds only its final output) and, at the 32 x 32 decoder stage, several times
+faster on this project's CPU (docs/performance.md, "CPAM's attention on CPU").
 
 gamma_c and gamma_p are learnable scalars initialised to 0, so both branches start as X.
 """
@@ -55,8 +62,55 @@ def position_attention(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
     q = query.flatten(2).transpose(1, 2)  # (B, N, C')
     k = key.flatten(2).transpose(1, 2)  # (B, N, C')
     v = value.flatten(2).transpose(1, 2)  # (B, N, C)
-    mixed = F.scaled_dot_product_attention(q, k, v, scale=1.0)  # (B, N, C)
+    if value.device.type == "cpu" and not _graph_capture():
+        mixed = cpu_attention(q, k, v)
+    else:
+        mixed = F.scaled_dot_product_attention(q, k, v, scale=1.0)  # (B, N, C)
     return mixed.transpose(1, 2).reshape(b, c, h, w)
+
+
+def _graph_capture() -> bool:
+    """True while the model is traced, scripted, compiled or exported: the eager loop of
+    `cpu_attention` would be frozen into the graph at one batch size."""
+    return (
+        torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or torch.compiler.is_compiling()
+        or torch.onnx.is_in_onnx_export()
+    )
+
+
+# Bytes of float32 logits per block of rows: a block's logits, softmax and value product stay in a
+# core's L2 cache (1 MiB on Zen 4), where the whole (N, N) matrix at N = 1024 (4 MiB) would not.
+_BLOCK_BYTES = 1 << 19
+
+
+def cpu_attention(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
+    """softmax(Q K^T) V with float32 logits, probabilities and products; output in V's dtype.
+
+    Without autograd the rows are taken in blocks whose logits fit a core's L2 cache; with it, one
+    batched product (autograd keeps the (B, N, N) probabilities either way).
+
+    Args:
+        query: (B, N, C') queries.
+        key: (B, N, C') keys.
+        value: (B, N, C) values.
+
+    Returns:
+        (B, N, C) attended values.
+    """
+    with torch.autocast(device_type="cpu", enabled=False):
+        q, k_t, v = query.float(), key.float().transpose(1, 2), value.float()
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value)):
+            return torch.bmm(torch.softmax(torch.bmm(q, k_t), dim=-1), v).to(value.dtype)
+        out = torch.empty(v.shape, dtype=torch.float32, device=v.device)
+        n = q.shape[1]
+        rows = max(_BLOCK_BYTES // (4 * n), 1)
+        for i in range(q.shape[0]):
+            for start in range(0, n, rows):
+                block = torch.softmax(torch.mm(q[i, start : start + rows], k_t[i]), dim=-1)
+                torch.mm(block, v[i], out=out[i, start : start + rows])
+        return out.to(value.dtype)
 
 
 class CPAM(nn.Module):
