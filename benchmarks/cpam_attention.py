@@ -1,0 +1,108 @@
+"""CPAM's positional attention alone: torch's fused kernel against `cpu_attention`, on a CPU.
+
+At each CPAM of a backbone's student (256 px input, batch 16: N = H * W positions, C' = C / 8
+query and key channels, C value channels), with random inputs (unit-variance Q, K and V), this
+times softmax(Q K^T) V per image in inference (no autograd) and in a training step (forward and
+backward), and gives each form's mean absolute error against a float64 reference. Best of
+`--repeats` timed runs after one warm-up; run it on an otherwise idle machine.
+
+    python benchmarks/cpam_attention.py --backbone resnet18 --precision bf16 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from siamese_ad.models.cpam import cpu_attention
+
+# (channels, side) of the student's CPAMs at 256 px, deepest first (models/unet.py)
+SHAPES = {
+    "resnet18": ((512, 8), (256, 16), (128, 32)),
+    "wide_resnet50_2": ((2048, 8), (1024, 16), (512, 32)),
+}
+
+
+def fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return F.scaled_dot_product_attention(q, k, v, scale=1.0)
+
+
+def best_ms(fn: Callable[[], object], repeats: int, images: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return 1000 * best / images
+
+
+def measure(
+    channels: int, side: int, batch: int, dtype: torch.dtype, repeats: int
+) -> dict[str, float]:
+    g = torch.Generator().manual_seed(0)
+    n, hidden = side * side, max(channels // 8, 1)
+    q, k, v = (torch.randn(batch, n, c, generator=g) for c in (hidden, hidden, channels))
+    reference = torch.softmax(q.double() @ k.double().transpose(1, 2), dim=-1) @ v.double()
+    q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
+    row: dict[str, float] = {"channels": channels, "positions": n}
+    for name, attend in (("fused", fused), ("cpu_attention", cpu_attention)):
+        with torch.inference_mode(), autocast:
+            out = attend(q, k, v)
+            row[f"{name}_infer_ms"] = best_ms(lambda a=attend: a(q, k, v), repeats, batch)
+        row[f"{name}_error"] = float((out.double() - reference).abs().mean())
+        leaves = [t.detach().requires_grad_() for t in (q, k, v)]
+
+        def step(a: Callable = attend, leaves: list[torch.Tensor] = leaves) -> None:
+            with autocast:
+                out = a(*leaves)
+            out.float().sum().backward()
+
+        row[f"{name}_train_ms"] = best_ms(step, repeats, batch)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", choices=sorted(SHAPES), default="resnet18")
+    parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+    rows = [measure(c, s, args.batch, dtype, args.repeats) for c, s in SHAPES[args.backbone]]
+    print(
+        f"{args.backbone}, {args.precision}, batch {args.batch}, {args.threads} thread(s); ms/img"
+    )
+    print(
+        "| C x N | fused infer | ours infer | speed-up | fused train | ours train | speed-up "
+        "| error fused / ours |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['channels']} x {r['positions']} | {r['fused_infer_ms']:.3f} | "
+            f"{r['cpu_attention_infer_ms']:.3f} | "
+            f"{r['fused_infer_ms'] / r['cpu_attention_infer_ms']:.2f}x | "
+            f"{r['fused_train_ms']:.3f} | {r['cpu_attention_train_ms']:.3f} | "
+            f"{r['fused_train_ms'] / r['cpu_attention_train_ms']:.2f}x | "
+            f"{r['fused_error']:.1e} / {r['cpu_attention_error']:.1e} |"
+        )
+    if args.json:
+        args.json.write_text(
+            json.dumps({"args": vars(args) | {"json": str(args.json)}, "rows": rows}, indent=2)
+        )
+
+
+if __name__ == "__main__":
+    main()
