@@ -7,6 +7,10 @@ backward), and gives each form's mean absolute error against a float64 reference
 `--repeats` timed runs after one warm-up; run it on an otherwise idle machine.
 
     python benchmarks/cpam_attention.py --backbone resnet18 --precision bf16 --threads 2
+
+With --model it times instead the whole model with CPAM as `benchmarks/speed.py` builds and
+scores it (Detector.run, bf16, batch 16, random weights), alternating the two forms in one
+process (`_blocked_pays` forced off for torch's kernel), `--repeats` rounds of two batches each.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from siamese_ad.models import cpam
 from siamese_ad.models.cpam import cpu_attention
 
 # (channels, side) of the student's CPAMs at 256 px, deepest first (models/unet.py)
@@ -69,6 +74,31 @@ def measure(
     return row
 
 
+def model_ab(backbone: str, batch: int, repeats: int) -> dict[str, list[float]]:
+    """ms per image of the whole CPAM model through Detector.run, each form in turn."""
+    import speed  # benchmarks/speed.py, beside this file
+
+    args = argparse.Namespace(image_size=256, decoder_blocks=2)
+    variant = next(v for v in speed.variants("bf16", anomalib=False) if v.cpam)
+    runner = speed.build(variant, args, backbone, torch.device("cpu"))
+    images = speed.batch(batch, 256)
+    forms = {"fused": lambda *_: False, "cpu_attention": cpam._blocked_pays}
+    times: dict[str, list[float]] = {name: [] for name in forms}
+    runner.infer(images)
+    try:
+        for _ in range(repeats):
+            for name, rule in forms.items():
+                cpam._blocked_pays = rule
+                runner.infer(images)
+                start = time.perf_counter()
+                runner.infer(images)
+                runner.infer(images)
+                times[name].append(1000 * (time.perf_counter() - start) / (2 * batch))
+    finally:
+        cpam._blocked_pays = forms["cpu_attention"]
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", choices=sorted(SHAPES), default="resnet18")
@@ -77,8 +107,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--model", action="store_true", help="the whole model, both forms")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.model:
+        times = model_ab(args.backbone, args.batch, args.repeats)
+        for name, ms in times.items():
+            shown = ", ".join(f"{t:.1f}" for t in ms)
+            print(f"{args.backbone} + CPAM, {name}: {shown} ms/img")
+        if args.json:
+            meta = {**vars(args), "json": str(args.json)}
+            args.json.write_text(json.dumps({"args": meta, "model": times}, indent=2))
+        return
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     rows = [measure(c, s, args.batch, dtype, args.repeats) for c, s in SHAPES[args.backbone]]
     print(

@@ -13,12 +13,12 @@ are numerically safe at any magnitude because every softmax here subtracts the r
 exponentiating (large inputs make the attention sharp, never NaN). DANet's channel module feeds
 `rowmax - energy` to the softmax, which flips the sign of the similarities; we do not.
 
-The positional attention runs in one of two forms with the same mathematics. On CUDA, and while a
-model is traced, scripted, compiled or exported, it is torch's fused attention kernel. In eager
-mode on a CPU it is `cpu_attention`: float32 logits, softmax and value product, which is at least
-as exact as the fused kernel (that one rounds its output at the input precision; under bf16
-autocast this one rounds only its final output) and, at the 32 x 32 decoder stage, several times
-faster on this project's CPU (docs/performance.md, "CPAM's attention on CPU").
+The positional attention runs in one of two forms with the same mathematics. In eager inference
+on a CPU at 256 or more positions (no autograd; not traced, scripted, compiled or exported) it is
+`cpu_attention`: float32 logits, softmax and value product in blocks of rows that stay in a core's
+cache, two to three times faster than torch's `scaled_dot_product_attention` at 32 x 32 positions
+on this project's CPU, with the same error (docs/performance.md, "CPAM's attention on CPU").
+Everywhere else, training included, it is torch's `scaled_dot_product_attention`.
 
 gamma_c and gamma_p are learnable scalars initialised to 0, so both branches start as X.
 """
@@ -62,21 +62,32 @@ def position_attention(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
     q = query.flatten(2).transpose(1, 2)  # (B, N, C')
     k = key.flatten(2).transpose(1, 2)  # (B, N, C')
     v = value.flatten(2).transpose(1, 2)  # (B, N, C)
-    if value.device.type == "cpu" and not _graph_capture():
+    if _blocked_pays(value, h * w):
         mixed = cpu_attention(q, k, v)
     else:
         mixed = F.scaled_dot_product_attention(q, k, v, scale=1.0)  # (B, N, C)
     return mixed.transpose(1, 2).reshape(b, c, h, w)
 
 
-def _graph_capture() -> bool:
-    """True while the model is traced, scripted, compiled or exported: the eager loop of
-    `cpu_attention` would be frozen into the graph at one batch size."""
+# Below this many positions torch's attention is as fast (benchmarks/cpam_attention.py).
+_MIN_POSITIONS = 256
+
+
+def _blocked_pays(value: Tensor, positions: int) -> bool:
+    """Whether `cpu_attention` runs: eager CPU inference at _MIN_POSITIONS or more positions.
+
+    Not under autograd (training keeps torch's kernel and its backward), and not while the model
+    is traced, scripted, compiled or exported: the eager loop would be frozen into the graph at
+    one batch size.
+    """
     return (
-        torch.jit.is_tracing()
-        or torch.jit.is_scripting()
-        or torch.compiler.is_compiling()
-        or torch.onnx.is_in_onnx_export()
+        value.device.type == "cpu"
+        and positions >= _MIN_POSITIONS
+        and not (torch.is_grad_enabled() and value.requires_grad)
+        and not torch.jit.is_tracing()
+        and not torch.jit.is_scripting()
+        and not torch.compiler.is_compiling()
+        and not torch.onnx.is_in_onnx_export()
     )
 
 
@@ -88,8 +99,7 @@ _BLOCK_BYTES = 1 << 19
 def cpu_attention(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
     """softmax(Q K^T) V with float32 logits, probabilities and products; output in V's dtype.
 
-    Without autograd the rows are taken in blocks whose logits fit a core's L2 cache; with it, one
-    batched product (autograd keeps the (B, N, N) probabilities either way).
+    For inference (no autograd): the rows are taken in blocks whose logits fit a core's L2 cache.
 
     Args:
         query: (B, N, C') queries.
@@ -99,10 +109,8 @@ def cpu_attention(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
     Returns:
         (B, N, C) attended values.
     """
-    with torch.autocast(device_type="cpu", enabled=False):
+    with torch.no_grad(), torch.autocast(device_type="cpu", enabled=False):
         q, k_t, v = query.float(), key.float().transpose(1, 2), value.float()
-        if torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value)):
-            return torch.bmm(torch.softmax(torch.bmm(q, k_t), dim=-1), v).to(value.dtype)
         out = torch.empty(v.shape, dtype=torch.float32, device=v.device)
         n = q.shape[1]
         rows = max(_BLOCK_BYTES // (4 * n), 1)
