@@ -1,10 +1,12 @@
-"""CPAM's positional attention alone: torch's fused kernel against `cpu_attention`, on a CPU.
+"""CPAM's positional attention alone: torch's attention against `cpu_attention`, on a CPU.
 
 At each CPAM of a backbone's student (256 px input, batch 16: N = H * W positions, C' = C / 8
 query and key channels, C value channels), with random inputs (unit-variance Q, K and V), this
 times softmax(Q K^T) V per image in inference (no autograd) and in a training step (forward and
-backward), and gives each form's mean absolute error against a float64 reference. Best of
-`--repeats` timed runs after one warm-up; run it on an otherwise idle machine.
+backward; "ours" there is a one-product float32 form, as `cpu_attention` runs without
+autograd), and gives each form's mean absolute error against a float64 reference. "fused" is
+torch's `scaled_dot_product_attention` (on this CPU its math path). Best of `--repeats` timed
+runs after one warm-up; run it on an otherwise idle machine.
 
     python benchmarks/cpam_attention.py --backbone resnet18 --precision bf16 --threads 2
 
@@ -38,6 +40,14 @@ def fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return F.scaled_dot_product_attention(q, k, v, scale=1.0)
 
 
+def one_product(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(Q K^T) V as one float32 product, with autograd: the training form that was tried
+    beside `cpu_attention` (which is inference only) and not kept."""
+    with torch.autocast("cpu", enabled=False):
+        logits = torch.bmm(q.float(), k.float().transpose(1, 2))
+        return torch.bmm(torch.softmax(logits, dim=-1), v.float()).to(v.dtype)
+
+
 def best_ms(fn: Callable[[], object], repeats: int, images: int) -> float:
     fn()
     best = float("inf")
@@ -58,14 +68,17 @@ def measure(
     q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
     row: dict[str, float] = {"channels": channels, "positions": n}
-    for name, attend in (("fused", fused), ("cpu_attention", cpu_attention)):
+    for name, attend, train_form in (
+        ("fused", fused, fused),
+        ("cpu_attention", cpu_attention, one_product),
+    ):
         with torch.inference_mode(), autocast:
             out = attend(q, k, v)
             row[f"{name}_infer_ms"] = best_ms(lambda a=attend: a(q, k, v), repeats, batch)
         row[f"{name}_error"] = float((out.double() - reference).abs().mean())
         leaves = [t.detach().requires_grad_() for t in (q, k, v)]
 
-        def step(a: Callable = attend, leaves: list[torch.Tensor] = leaves) -> None:
+        def step(a: Callable = train_form, leaves: list[torch.Tensor] = leaves) -> None:
             with autocast:
                 out = a(*leaves)
             out.float().sum().backward()
