@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from stage_weights import PRO_LIMIT, yardstick_and_test
+from stage_weights import PRO_LIMIT, summary, yardstick_and_test
 
 from siamese_ad import metrics
 from siamese_ad.device import to_device
@@ -83,27 +83,6 @@ def score_run(run: Path, aupro: bool) -> dict[str, dict]:
     return rows
 
 
-def summary(table: dict[str, dict[str, dict]]) -> None:
-    """Per category seed means, then the validation-size-weighted mean over categories."""
-    by_cat: dict[str, list[str]] = defaultdict(list)
-    for run, rows in table.items():
-        by_cat[next(iter(rows.values()))["category"]].append(run)
-    keys = ["val_image", "val_pixel", "test_image", "test_pixel", "test_aupro"]
-    print("| window | " + " | ".join(by_cat) + " | weighted val image / pixel |")
-    print("(per category: val image / val pixel / test image / test pixel [/ test AUPRO], %)")
-    for k in WINDOWS:
-        cells, wsum, acc = [], 0.0, np.zeros(2)
-        for runs in by_cat.values():
-            rows = [table[r][f"k={k}"] for r in runs]
-            mean = {key: np.mean([r[key] for r in rows]) * 100 for key in keys if key in rows[0]}
-            cells.append(" / ".join(f"{mean[key]:.1f}" for key in keys if key in mean))
-            w = np.mean([r["n_val_normals"] for r in rows])
-            acc += w * np.array([mean["val_image"], mean["val_pixel"]])
-            wsum += w
-        acc /= wsum
-        print(f"| {k} x {k} | " + " | ".join(cells) + f" | {acc[0]:.2f} / {acc[1]:.2f} |")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
@@ -111,7 +90,7 @@ def main() -> None:
     parser.add_argument("--no-aupro", action="store_true", help="skip the test AUPRO (faster)")
     args = parser.parse_args()
     table = {str(run): score_run(run, not args.no_aupro) for run in args.runs}
-    summary(table)
+    summary(table, tuple(f"k={k}" for k in WINDOWS), "window")
     if args.json:
         args.json.write_text(json.dumps(table, indent=2))
 

@@ -111,19 +111,24 @@ def score_run(run: Path, aupro: bool) -> dict[str, dict[str, float]]:
     return rows
 
 
-def summary(table: dict[str, dict[str, dict]]) -> None:
-    """Per category seed means, then the validation-size-weighted mean over categories."""
+def summary(
+    table: dict[str, dict[str, dict]],
+    names: tuple[str, ...] = tuple(CANDIDATES),
+    label: str = "weights",
+) -> None:
+    """Per category seed means of each candidate in `names` (the keys of a run's rows), then the
+    validation-size-weighted mean over categories."""
     by_cat: dict[str, list[str]] = defaultdict(list)
     for run, rows in table.items():
         by_cat[next(iter(rows.values()))["category"]].append(run)
     keys = ["val_image", "val_pixel", "test_image", "test_pixel", "test_aupro"]
     print(
-        "| weights | "
+        f"| {label} | "
         + " | ".join(by_cat)
         + " | weighted val image / pixel |\n"
         + "(per category: val image / val pixel / test image / test pixel [/ test AUPRO], %)"
     )
-    for name in CANDIDATES:
+    for name in names:
         cells, wsum, acc = [], 0.0, np.zeros(2)
         for runs in by_cat.values():
             rows = [table[r][name] for r in runs]
