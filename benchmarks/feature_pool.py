@@ -15,15 +15,13 @@ normals; the image score is the max of the map.
 
 from __future__ import annotations
 
-import argparse
-import json
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from stage_weights import PRO_LIMIT, summary, yardstick_and_test
+from stage_weights import PRO_LIMIT, main, yardstick_and_test
 
 from siamese_ad import metrics
 from siamese_ad.device import to_device
@@ -83,17 +81,5 @@ def score_run(run: Path, aupro: bool) -> dict[str, dict]:
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--json", type=Path, help="also write the rows here")
-    parser.add_argument("--no-aupro", action="store_true", help="skip the test AUPRO (faster)")
-    args = parser.parse_args()
-    table = {str(run): score_run(run, not args.no_aupro) for run in args.runs}
-    summary(table, tuple(f"k={k}" for k in WINDOWS), "window")
-    if args.json:
-        args.json.write_text(json.dumps(table, indent=2))
-
-
 if __name__ == "__main__":
-    main()
+    main(score_run, tuple(f"k={k}" for k in WINDOWS), "window", __doc__)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -141,14 +142,20 @@ def summary(
         print(f"| {name} | " + " | ".join(cells) + f" | {acc[0]:.2f} / {acc[1]:.2f} |")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(
+    score: Callable[[Path, bool], dict[str, dict]] = score_run,
+    names: tuple[str, ...] = tuple(CANDIDATES),
+    label: str = "weights",
+    doc: str = __doc__,
+) -> None:
+    """The command line: score each run (`score(run, aupro)`), print the summary, write JSON."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--no-aupro", action="store_true", help="skip the test AUPRO (faster)")
     args = parser.parse_args()
-    table = {str(run): score_run(run, not args.no_aupro) for run in args.runs}
-    summary(table)
+    table = {str(run): score(run, not args.no_aupro) for run in args.runs}
+    summary(table, names, label)
     if args.json:
         args.json.write_text(json.dumps(table, indent=2))
 
