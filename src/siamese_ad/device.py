@@ -1,4 +1,5 @@
-"""Where tensors run: choosing the device, bf16 autocast, moving uint8 images onto it.
+"""Where tensors run: choosing the device, bf16 autocast, moving uint8 images onto it, and
+whether the code runs eagerly or is being captured into a graph.
 
 Shared by training and inference; imports nothing of siamese_ad.
 """
@@ -49,3 +50,17 @@ def to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -
     """(B, 3, H, W) uint8 -> float in [0, 1] on `device`, channels_last when asked for."""
     x = images.to(device, non_blocking=True).float().div_(255.0)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def capturing_graph() -> bool:
+    """True while torch traces, scripts, compiles or exports the running code.
+
+    Eager-only CPU shortcuts (Python loops over a batch or over blocks of rows) check it: in a
+    captured graph such a loop would be frozen at the batch size it was captured with.
+    """
+    return (
+        torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or torch.compiler.is_compiling()
+        or torch.onnx.is_in_onnx_export()
+    )

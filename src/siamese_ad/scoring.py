@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from siamese_ad.config import ConfigError, ScoringConfig
+from siamese_ad.device import capturing_graph
 from siamese_ad.losses import cosine_distance, topk_mean
 from siamese_ad.models.unet import FeaturePair, TeacherStudentUNet
 
@@ -90,8 +91,7 @@ def _cosine_distance_float(teacher: Tensor, student: Tensor) -> Tensor:
     cache and the allocator's reuse, and the batch runs about ten times faster than in one piece
     (WRN50-2, batch 16). Traced or compiled graphs take the batch whole (the batch stays dynamic).
     """
-    tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()
-    if teacher.device.type != "cpu" or tracing or len(teacher) == 1:
+    if teacher.device.type != "cpu" or capturing_graph() or len(teacher) == 1:
         return cosine_distance(teacher.float(), student.float())
     pairs = zip(teacher.split(1), student.split(1), strict=True)
     return torch.cat([cosine_distance(t.float(), s.float()) for t, s in pairs])

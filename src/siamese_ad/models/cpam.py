@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from siamese_ad.device import capturing_graph
+
 FUSIONS = ("gated", "literal")
 
 
@@ -62,7 +64,7 @@ def position_attention(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
     q = query.flatten(2).transpose(1, 2)  # (B, N, C')
     k = key.flatten(2).transpose(1, 2)  # (B, N, C')
     v = value.flatten(2).transpose(1, 2)  # (B, N, C)
-    if _blocked_pays(value, h * w):
+    if _blocked_pays(value):
         mixed = cpu_attention(q, k, v)
     else:
         mixed = F.scaled_dot_product_attention(q, k, v, scale=1.0)  # (B, N, C)
@@ -73,21 +75,15 @@ def position_attention(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
 _MIN_POSITIONS = 256
 
 
-def _blocked_pays(value: Tensor, positions: int) -> bool:
-    """Whether `cpu_attention` runs: eager CPU inference at _MIN_POSITIONS or more positions.
-
-    Not under autograd (training keeps torch's kernel and its backward), and not while the model
-    is traced, scripted, compiled or exported: the eager loop would be frozen into the graph at
-    one batch size.
-    """
+def _blocked_pays(value: Tensor) -> bool:
+    """Whether `cpu_attention` runs for a (B, C, H, W) `value`: eager CPU inference at
+    _MIN_POSITIONS or more positions (H * W). Not under autograd (training keeps torch's kernel
+    and its backward), and not in a captured graph (`capturing_graph`)."""
     return (
         value.device.type == "cpu"
-        and positions >= _MIN_POSITIONS
+        and value.shape[-2] * value.shape[-1] >= _MIN_POSITIONS
         and not (torch.is_grad_enabled() and value.requires_grad)
-        and not torch.jit.is_tracing()
-        and not torch.jit.is_scripting()
-        and not torch.compiler.is_compiling()
-        and not torch.onnx.is_in_onnx_export()
+        and not capturing_graph()
     )
 
 
