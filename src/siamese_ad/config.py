@@ -64,6 +64,8 @@ ImageSize: TypeAlias = int | tuple[int, int]  # a square side, or (height, width
 # data.image_size "auto": train sets the input's shape from the training images' median aspect
 # ratio at about AUTO_AREA pixels (data/images.py, fitted_image_size) and saves that size
 AUTO_SIZE = "auto"
+# train.flips: the flips a normal image may get, as the image dimensions each reverses
+FLIPS = {"none": ((),), "h": ((), (-1,)), "hv": ((), (-1,), (-2,), (-2, -1))}
 AUTO_AREA = 256 * 256
 INPUT_NORMS = ("none", "image")  # model.input_norm
 SIDE_MULTIPLE = 32  # every side of data.image_size is a multiple of it (a teacher may ask more)
@@ -211,6 +213,9 @@ class TrainConfig:
     # feature RMS; the loss still asks for the clean features (UniAD's feature jitter; not in
     # the method). 0 = off
     feature_jitter: float = 0.0
+    # basic block: each normal image flipped at random (h: left-right; hv: also upside down),
+    # the teacher's features of every flip of the set cached as of the unflipped one. none = off
+    flips: str = "none"
     # score validation normals + synthetic anomalies after every epoch; the finished model's
     # defects scores, which the image-score rule reads, are computed either way
     track_validation: bool = True
@@ -231,6 +236,7 @@ class TrainConfig:
         _check_choice("train.distill_reduction", self.distill_reduction, ("flatten", "pixel"))
         _check_choice("train.lr_schedule", self.lr_schedule, ("constant", "cosine"))
         _check_positive("train.feature_jitter", self.feature_jitter, allow_zero=True)
+        _check_choice("train.flips", self.flips, tuple(FLIPS))
 
 
 @dataclass
@@ -362,6 +368,12 @@ class Config:
                 f"train.feature_jitter={self.train.feature_jitter} applies to the basic block and "
                 "the triplet form of stage 1; the aligned form has its own denoising target. Use "
                 "--train.feature_jitter 0, or --contrastive.form triplet"
+            )
+        if self.train.flips != "none" and con.enabled:
+            raise ConfigError(
+                f"train.flips={self.train.flips} applies to the basic block; stage 1 makes its "
+                "own variants of each image (rotations, synthetic anomalies). Use --train.flips "
+                "none, or --contrastive.enabled false"
             )
         return self
 

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from siamese_ad.config import FLIPS
 from siamese_ad.device import autocast, to_device
 from siamese_ad.losses import contrastive_loss, distillation_loss
 from siamese_ad.training import distributed
@@ -32,6 +33,31 @@ def rotate_batch(images: Tensor, max_degrees: float, generator: torch.Generator)
     return F.grid_sample(
         images, grid, mode="bilinear", padding_mode="reflection", align_corners=False
     )
+
+
+def flip_batch(
+    images: Tensor, kind: str, generator: torch.Generator
+) -> tuple[Tensor, Tensor | None]:
+    """Each image flipped as drawn uniformly from FLIPS[kind] (train.flips).
+
+    Args:
+        images: (B, C, H, W) images.
+        kind: a key of config.FLIPS; "none" returns the images and no draw.
+
+    Returns:
+        The (B, C, H, W) flipped images and the (B,) int64 index into FLIPS[kind] of each
+        image's flip (None for "none", which draws nothing from the generator).
+    """
+    choices = FLIPS[kind]
+    if len(choices) == 1:
+        return images, None
+    codes = torch.randint(len(choices), (images.shape[0],), generator=generator)
+    out = images.clone()
+    for code, dims in enumerate(choices):
+        chosen = (codes == code).nonzero().flatten()
+        if dims and len(chosen):
+            out[chosen] = images[chosen].flip(dims)
+    return out, codes
 
 
 def jitter_features(
@@ -87,7 +113,8 @@ class Stage1Step(OptimizerStep):
         if self.cfg.contrastive.enabled and self.cfg.contrastive.form == "aligned":
             return self._aligned(idx, generator)
         cfg, con = self.cfg, self.cfg.contrastive
-        normal = to_device(self.normals[idx], self.device, cfg.train.channels_last)
+        normal, flips = flip_batch(self.normals[idx], cfg.train.flips, generator)
+        normal = to_device(normal, self.device, cfg.train.channels_last)
         batch = [normal]
         picks = None
         if con.enabled:
@@ -96,7 +123,9 @@ class Stage1Step(OptimizerStep):
             batch.append(to_device(self.pool.images[picks], self.device, False))
         batch = [distributed.shard(part) for part in batch]  # this process's slice (torchrun)
         teacher = None
-        if self.cache is not None:
+        if self.cache is not None and flips is not None:
+            teacher = self._flipped_teacher(distributed.shard(idx), distributed.shard(flips))
+        elif self.cache is not None:
             teacher = self.cache.features("normal", distributed.shard(idx), self.normals)
             if con.enabled:
                 with autocast(self.device, cfg.train.bf16):
@@ -125,6 +154,24 @@ class Stage1Step(OptimizerStep):
                 s_n, s_aug, s_a, con.margin, con.reduction
             )
         return self.apply(loss, n, len(idx))
+
+    def _flipped_teacher(self, idx: Tensor, codes: Tensor) -> list[Tensor]:
+        """Teacher features of normals[idx], each image flipped as its code in
+        FLIPS[train.flips] says, from the cache's set of each flip: [(B, C_i, H_i, W_i)]."""
+        choices = FLIPS[self.cfg.train.flips]
+        out: list[Tensor] | None = None
+        for code, dims in enumerate(choices):
+            chosen = (codes == code).nonzero().flatten()
+            if not len(chosen):
+                continue
+            part = self.cache.features("normal", idx[chosen], self.normals, dims)
+            if out is None:
+                out = [t.new_empty((len(idx), *t.shape[1:])) for t in part]
+            for whole, stage in zip(out, part, strict=True):
+                whole[chosen.to(whole.device)] = stage
+        if self.cfg.train.channels_last:
+            out = [t.contiguous(memory_format=torch.channels_last) for t in out]
+        return out
 
     def _aligned(self, idx: Tensor, generator: torch.Generator) -> float:
         """(N, A) pairs with A the synthetic anomaly of N: L_cos on N, the denoising term

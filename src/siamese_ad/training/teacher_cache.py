@@ -64,19 +64,25 @@ class TeacherCache:
         self.bytes += per_image * len(images)
         return features
 
-    def features(self, name: str, idx: Tensor, images: Tensor) -> list[Tensor]:
-        """Teacher features of `images[idx]`: [(B, C_i, H_i, W_i)] on the device.
+    def features(
+        self, name: str, idx: Tensor, images: Tensor, flip: tuple[int, ...] = ()
+    ) -> list[Tensor]:
+        """Teacher features of `images[idx]`, flipped along `flip` first: [(B, C_i, H_i, W_i)]
+        on the device.
 
         Args:
-            name: which image set `images` is ("normal", "pool"); computed on first use.
+            name: which image set `images` is ("normal", "pool"); computed on first use, each
+                flip of it as a set of its own.
             idx: (B,) int64 indices into `images`.
             images: (M, 3, H, W) uint8, the whole image set.
+            flip: image dimensions to reverse (train.flips); () leaves the images as they are.
         """
-        if name not in self._sets:
-            self._sets[name] = self._compute(images)
-        stored = self._sets[name]
+        key = f"{name}{flip}" if flip else name
+        if key not in self._sets:
+            self._sets[key] = self._compute(images.flip(flip) if flip else images)
+        stored = self._sets[key]
         if stored is None:
-            return self._teacher(images[idx])
+            return self._teacher(images[idx].flip(flip) if flip else images[idx])
         out = [stage[idx.to(stage.device)] for stage in stored]
         if self.channels_last:
             out = [t.contiguous(memory_format=torch.channels_last) for t in out]
