@@ -13,6 +13,9 @@ runs after one warm-up; run it on an otherwise idle machine.
 With --model it times instead the whole model with CPAM as `benchmarks/speed.py` builds and
 scores it (Detector.run, bf16, batch 16, random weights), alternating the two forms in one
 process (`_blocked_pays` forced off for torch's kernel), `--repeats` rounds of two batches each.
+With --modules it times each of the student's CPAMs as the model runs them (eager inference,
+channels_last input, gammas 0.1) and its parts: the channel attention, the positional attention
+(`cpu_attention` where it runs) and the Q, K and V convolutions.
 """
 
 from __future__ import annotations
@@ -112,6 +115,31 @@ def model_ab(backbone: str, batch: int, repeats: int) -> dict[str, list[float]]:
     return times
 
 
+def modules(backbone: str, batch: int, dtype: torch.dtype, repeats: int) -> list[dict]:
+    """ms per image of each CPAM of the student and of its parts, in eager inference."""
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
+    rows = []
+    for channels, side in SHAPES[backbone]:
+        module = cpam.CPAM(channels).eval()
+        with torch.no_grad():
+            module.gamma_c.fill_(0.1)
+            module.gamma_p.fill_(0.1)
+        x = torch.randn(batch, channels, side, side, generator=torch.Generator().manual_seed(0))
+        x = x.to(dtype).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), autocast:
+            q, k, v = module.query(x), module.key(x), module.value(x)
+            parts = {
+                "cpam": lambda m=module, x=x: m(x),
+                "channel": lambda x=x: cpam.channel_attention(x),
+                "position": lambda q=q, k=k, v=v: cpam.position_attention(q, k, v),
+                "qkv_convs": lambda m=module, x=x: (m.query(x), m.key(x), m.value(x)),
+            }
+            row = {"channels": channels, "positions": side * side}
+            row |= {name: best_ms(fn, repeats, batch) for name, fn in parts.items()}
+        rows.append(row)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", choices=sorted(SHAPES), default="resnet18")
@@ -121,8 +149,25 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--json", type=Path)
     parser.add_argument("--model", action="store_true", help="the whole model, both forms")
+    parser.add_argument("--modules", action="store_true", help="each CPAM and its parts")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+    if args.modules:
+        rows = modules(args.backbone, args.batch, dtype, args.repeats)
+        print(f"{args.backbone}, {args.precision}, batch {args.batch}; ms/img")
+        print("| C x N | CPAM | channel attention | positional attention | Q, K, V convs |")
+        print("|---|---|---|---|---|")
+        for r in rows:
+            print(
+                f"| {r['channels']} x {r['positions']} | {r['cpam']:.2f} | {r['channel']:.2f} | "
+                f"{r['position']:.2f} | {r['qkv_convs']:.2f} |"
+            )
+        print(f"all CPAMs: {sum(r['cpam'] for r in rows):.2f} ms/img")
+        if args.json:
+            meta = {**vars(args), "json": str(args.json)}
+            args.json.write_text(json.dumps({"args": meta, "modules": rows}, indent=2))
+        return
     if args.model:
         times = model_ab(args.backbone, args.batch, args.repeats)
         for name, ms in times.items():
@@ -132,7 +177,6 @@ def main() -> None:
             meta = {**vars(args), "json": str(args.json)}
             args.json.write_text(json.dumps({"args": meta, "model": times}, indent=2))
         return
-    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     rows = [measure(c, s, args.batch, dtype, args.repeats) for c, s in SHAPES[args.backbone]]
     print(
         f"{args.backbone}, {args.precision}, batch {args.batch}, {args.threads} thread(s); ms/img"

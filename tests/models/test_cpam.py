@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from siamese_ad.models import cpam
-from siamese_ad.models.cpam import CPAM
+from siamese_ad.models.cpam import CPAM, channel_attention
 
 
 def _input(shape: tuple[int, ...], seed: int = 0, scale: float = 1.0) -> torch.Tensor:
@@ -229,3 +229,14 @@ def test_traced_cpam_keeps_any_batch_size() -> None:
         traced = torch.jit.trace(module, _input((2, 16, 5, 4)))
         x = _input((3, 16, 5, 4), seed=4)
         assert torch.allclose(traced(x), module(x), atol=1e-5)
+
+
+def test_channel_attention_same_for_either_memory_format() -> None:
+    """The channels_last input (as the student runs) is copied to one layout first: the
+    result is the contiguous input's, bit for bit, and keeps the input's shape."""
+    x = torch.randn(2, 16, 4, 5, generator=torch.Generator().manual_seed(0))
+    plain = channel_attention(x)
+    strided = channel_attention(x.contiguous(memory_format=torch.channels_last))
+    assert strided.shape == x.shape and torch.equal(plain, strided)
+    reference = torch.softmax(torch.einsum("bcn,bdn->bcd", x.flatten(2), x.flatten(2)), -1)
+    torch.testing.assert_close(plain, (reference @ x.flatten(2)).view_as(x))

@@ -44,7 +44,9 @@ def channel_attention(x: Tensor) -> Tensor:
         (B, C, H, W), each channel a softmax(X X^T)-weighted mix of all channels.
     """
     b, c, h, w = x.shape
-    flat = x.reshape(b, c, h * w)
+    # A channels_last x reshapes to a strided view, which torch's attention on a CPU takes a slow
+    # path for (2x slower at 8 x 8, same result bit for bit; docs/performance.md): copy it first.
+    flat = x.reshape(b, c, h * w).contiguous()
     mixed = F.scaled_dot_product_attention(flat, flat, flat, scale=1.0)
     return mixed.reshape(b, c, h, w)
 
