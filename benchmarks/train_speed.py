@@ -16,11 +16,12 @@ validation is off for the current code (`--train.track_validation false`; the ba
 Peak MiB is the process's peak resident set (VmHWM) while that stage ran, reset when it starts
 (/proc/self/clear_refs), so the data, model and caches resident at the time count (the JSON also
 has `start_mib`, the resident set as the stage began); `ru_maxrss` is not used (Linux carries it
-across fork and exec). The RD rows run anomalib 2.7's
-ReverseDistillationModel (random weights, fp32, its loss and Adam settings) for `--rd-steps`
-timed steps at batch 16 after a warm-up, in a subprocess of `--rd-python`; anomalib 2.7 builds an
-RD decoder for ResNets only, so the cpu preset's EfficientNet-Lite0 gets "unsupported" unless
-`--rd-cpu-backbone` names a stand-in (e.g. resnet18, then labelled as such).
+across fork and exec). With `--device cuda` our runs train on the GPU and the JSON adds each
+stage's `cuda_peak_mib` (torch.cuda.max_memory_allocated); the RD rows stay on the CPU. They run
+anomalib 2.7's ReverseDistillationModel (random weights, fp32, its loss and Adam settings) for
+`--rd-steps` timed steps at batch 16 after a warm-up, in a subprocess of `--rd-python`; anomalib
+2.7 builds an RD decoder for ResNets only, so the cpu preset's EfficientNet-Lite0 gets
+"unsupported" unless `--rd-cpu-backbone` names a stand-in (e.g. resnet18, then labelled as such).
 
 Table columns: current img/s, baseline img/s (`--baseline-src`: the same CLI of another checkout's
 src/), speed-up = current / baseline, RD img/s, ours/RD = current / RD, peak MiB current / baseline
@@ -105,10 +106,15 @@ try:
         rec["run_kib"] = max(rec["run_kib"], hwm())
         reset()
         rec["start_kib"][stage] = hwm()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
         try:
             return original(stage, *args, **kwargs)
         finally:
             rec["stage_kib"][stage] = max(rec["stage_kib"].get(stage, 0), hwm())
+            if torch.cuda.is_available():
+                cuda = torch.cuda.max_memory_allocated() / 2**20
+                rec.setdefault("stage_cuda_mib", {})[stage] = cuda
     trainer.run_stage = run_stage
 except Exception as err:
     rec["patch_error"] = repr(err)
@@ -171,7 +177,7 @@ def train_argv(
 ) -> list[str]:
     """The `siamese-ad train` arguments of one run; the current code gets the extra flags."""
     argv = ["train", "--data", str(data), "--out", str(out), "--preset", preset]
-    argv += ["--weights", "none", "--image-size", str(args.image_size), "--device", "cpu"]
+    argv += ["--weights", "none", "--image-size", str(args.image_size), "--device", args.device]
     argv += ["--epochs", str(args.epochs), "--deviation-epochs", str(args.deviation_epochs)]
     argv += VARIANTS[variant]
     if current:
@@ -208,6 +214,8 @@ def stage_figures(ckpt: Path, peaks: dict[str, Any]) -> tuple[dict[str, Any], di
             "images_per_epoch": per_epoch,
             "peak_mib": kib / 1024 if kib else None,
             "start_mib": start_kib / 1024 if start_kib else None,  # resident as the stage began
+            # on CUDA: torch.cuda.max_memory_allocated while the stage ran
+            "cuda_peak_mib": peaks.get("stage_cuda_mib", {}).get(stage),
         }
     return stages, cfg
 
@@ -404,6 +412,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--deviation-epochs", type=int, default=2, help="stage-2 epochs")
     p.add_argument("--n-train", type=int, default=64, help="synthetic normal training images")
     p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--device", default="cpu", help="our runs' train.device: cpu, cuda, cuda:N")
     p.add_argument("--data", type=Path, help="a category folder (MVTec layout) instead")
     p.add_argument("--baseline-src", type=Path, help="src/ of another checkout to compare")
     p.add_argument("--extra-args", default="", help="flags appended to the current code's runs")
