@@ -26,7 +26,7 @@ else
     speed=(--backbones wide_resnet50_2 resnet18 --batch-size 256 --train-batch 64 --repeats 10
         --warmup 3)
     train=(--presets paper --n-train 512 --epochs 3 --deviation-epochs 2 --device "$device"
-        --extra-args "--train.batch_size 64")
+        --extra-args "--train.batch_size 64 --bf16")
 fi
 "$py" benchmarks/speed.py --device "$device" --precision bf16 --no-anomalib --no-memory \
     "${speed[@]}" --out "$out/speed.json" 2>&1 | tee "$out/speed.log"
