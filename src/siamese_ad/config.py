@@ -170,6 +170,9 @@ class ModelConfig:
     cpam: bool = True
     cpam_fusion: str = "gated"  # gated | literal (eq. 5 as written)
     decoder_blocks: int = 2  # residual blocks per student decoder stage
+    # channels of the one-class bottleneck's embedding (the student's only input); 0 = twice the
+    # deepest teacher stage's, as RD (2048 for Wide-ResNet50-2's 1024)
+    bottleneck_channels: int = 0
     # Backbone stages the teacher returns, by index: timm's feature_info levels, or for the
     # aliases wide_resnet50_2 and resnet18 layer1..layer4 = 0..3, for efficientnet_lite0/1/2 their 7
     # block groups 0..6 (timm's blocks.i); () = the backbone's default (backbones.py)
@@ -185,6 +188,7 @@ class ModelConfig:
         _check_choice("model.cpam_fusion", self.cpam_fusion, ("gated", "literal"))
         _check_choice("model.input_norm", self.input_norm, INPUT_NORMS)
         _check_positive("model.decoder_blocks", self.decoder_blocks)
+        _check_positive("model.bottleneck_channels", self.bottleneck_channels, allow_zero=True)
         stages = self.teacher_stages
         if stages and (len(stages) < 2 or list(stages) != sorted(set(stages)) or stages[0] < 0):
             raise ConfigError(

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from siamese_ad.config import ModelConfig
+from siamese_ad.config import ConfigError, ModelConfig
 from siamese_ad.losses import distillation_loss
 from siamese_ad.models.cpam import CPAM
 from siamese_ad.models.unet import FeaturePair, TeacherStudentUNet, build_unet
@@ -165,3 +165,23 @@ def test_student_init_does_not_depend_on_the_teachers_random_draws(
     a, b = build(0), build(1000)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("bottleneck.", "student.")))
+
+
+def test_bottleneck_width_sets_the_embedding_and_the_student_still_fits_the_teacher() -> None:
+    """model.bottleneck_channels: 0 is RD's 2 c_n; another width reaches the student's input."""
+    images = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    for width in (0, 96):
+        torch.manual_seed(0)
+        model = build_unet(
+            ModelConfig(backbone="resnet18", weights="none", cpam=False, bottleneck_channels=width)
+        ).eval()
+        with torch.no_grad():
+            embedding = model.bottleneck(model.teacher_features(images))
+            pair = model(images)
+        teacher = model.teacher
+        expected = width or 2 * teacher.channels[-1]
+        side = SIZE // (2 * teacher.strides[-1])
+        assert embedding.shape == (2, expected, side, side)
+        assert [s.shape for s in pair.student] == [t.shape for t in pair.teacher]
+    with pytest.raises(ConfigError, match=r"model\.bottleneck_channels"):
+        ModelConfig(bottleneck_channels=-1).validate()

@@ -37,10 +37,19 @@ class TeacherStudentUNet(nn.Module):
     until then, and in checkpoints written before it existed: the plain sum).
     """
 
-    def __init__(self, teacher: Teacher, cpam: bool, cpam_fusion: str, decoder_blocks: int) -> None:
+    def __init__(
+        self,
+        teacher: Teacher,
+        cpam: bool,
+        cpam_fusion: str,
+        decoder_blocks: int,
+        bottleneck_channels: int = 0,
+    ) -> None:
         super().__init__()
         self.teacher = teacher
-        self.bottleneck = OneClassBottleneck(teacher.channels, teacher.strides, decoder_blocks)
+        self.bottleneck = OneClassBottleneck(
+            teacher.channels, teacher.strides, decoder_blocks, bottleneck_channels
+        )
         self.student = StudentDecoder(
             teacher.channels,
             teacher.strides,
@@ -113,4 +122,6 @@ def build_unet(cfg: ModelConfig, weights: str | None = None) -> TeacherStudentUN
         teacher = build_teacher(
             cfg.backbone, weights or cfg.weights, cfg.teacher_stages, cfg.input_norm
         )
-    return TeacherStudentUNet(teacher, cfg.cpam, cfg.cpam_fusion, cfg.decoder_blocks)
+    return TeacherStudentUNet(
+        teacher, cfg.cpam, cfg.cpam_fusion, cfg.decoder_blocks, cfg.bottleneck_channels
+    )
