@@ -64,10 +64,10 @@ ImageSize: TypeAlias = int | tuple[int, int]  # a square side, or (height, width
 # data.image_size "auto": train sets the input's shape from the training images' median aspect
 # ratio at about AUTO_AREA pixels (data/images.py, fitted_image_size) and saves that size
 AUTO_SIZE = "auto"
-# train.flips: the flips a normal image may get, as the image dimensions each reverses
-FLIPS = {"none": ((),), "h": ((), (-1,)), "hv": ((), (-1,), (-2,), (-2, -1))}
 AUTO_AREA = 256 * 256
 INPUT_NORMS = ("none", "image")  # model.input_norm
+# train.flips: the flips a normal image may get, as the image dimensions each reverses
+FLIPS = {"none": ((),), "h": ((), (-1,)), "hv": ((), (-1,), (-2,), (-2, -1))}
 SIDE_MULTIPLE = 32  # every side of data.image_size is a multiple of it (a teacher may ask more)
 _SIZE_FORMS = (
     "one int (square, e.g. 256), a pair [height, width] (e.g. [448, 192]), or auto (the "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -48,16 +49,22 @@ def flip_batch(
         The (B, C, H, W) flipped images and the (B,) int64 index into FLIPS[kind] of each
         image's flip (None for "none", which draws nothing from the generator).
     """
-    choices = FLIPS[kind]
-    if len(choices) == 1:
+    if len(FLIPS[kind]) == 1:
         return images, None
-    codes = torch.randint(len(choices), (images.shape[0],), generator=generator)
+    codes = torch.randint(len(FLIPS[kind]), (images.shape[0],), generator=generator)
     out = images.clone()
-    for code, dims in enumerate(choices):
-        chosen = (codes == code).nonzero().flatten()
-        if dims and len(chosen):
+    for dims, chosen in flip_groups(codes, kind):
+        if dims:
             out[chosen] = images[chosen].flip(dims)
     return out, codes
+
+
+def flip_groups(codes: Tensor, kind: str) -> Iterator[tuple[tuple[int, ...], Tensor]]:
+    """(dims, positions) of each flip of FLIPS[kind] that `codes` (B,) draws, in FLIPS order."""
+    for code, dims in enumerate(FLIPS[kind]):
+        chosen = (codes == code).nonzero().flatten()
+        if len(chosen):
+            yield dims, chosen
 
 
 def jitter_features(
@@ -158,19 +165,15 @@ class Stage1Step(OptimizerStep):
     def _flipped_teacher(self, idx: Tensor, codes: Tensor) -> list[Tensor]:
         """Teacher features of normals[idx], each image flipped as its code in
         FLIPS[train.flips] says, from the cache's set of each flip: [(B, C_i, H_i, W_i)]."""
-        choices = FLIPS[self.cfg.train.flips]
-        out: list[Tensor] | None = None
-        for code, dims in enumerate(choices):
-            chosen = (codes == code).nonzero().flatten()
-            if not len(chosen):
-                continue
+        layout = torch.channels_last if self.cfg.train.channels_last else torch.contiguous_format
+        out: list[Tensor] = []
+        for dims, chosen in flip_groups(codes, self.cfg.train.flips):
             part = self.cache.features("normal", idx[chosen], self.normals, dims)
-            if out is None:
-                out = [t.new_empty((len(idx), *t.shape[1:])) for t in part]
+            if not out:
+                like = {"dtype": part[0].dtype, "device": part[0].device, "memory_format": layout}
+                out = [torch.empty((len(idx), *t.shape[1:]), **like) for t in part]
             for whole, stage in zip(out, part, strict=True):
                 whole[chosen.to(whole.device)] = stage
-        if self.cfg.train.channels_last:
-            out = [t.contiguous(memory_format=torch.channels_last) for t in out]
         return out
 
     def _aligned(self, idx: Tensor, generator: torch.Generator) -> float:
