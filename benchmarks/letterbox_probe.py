@@ -1,0 +1,197 @@
+"""Letterboxed input, probed without changing the project: mirror each image out to a square.
+
+The `cpu` preset stretches every image to its input (256 x 256 for magnetic_tile, whose images'
+height / width ranges from 0.38 to 2.8). A letterbox keeps each image's aspect ratio instead: this
+probe writes a copy of a category (MVTec AD layout, outside the project) in which every image is
+mirrored out to a square of its long side (numpy's "symmetric" padding, so the border continues
+the texture) and every mask is padded with 0. A model trained on that copy with the unchanged
+`train` then sees each image isotropically scaled. Three commands:
+
+    python benchmarks/letterbox_probe.py make ../shared/datasets/magnetic_tile /tmp/mt_pad
+    siamese-ad train --data /tmp/mt_pad --preset cpu --seed 0 --train.track_validation false \
+        --out runs/exp/PAD-magnetic_tile-s0
+    python benchmarks/letterbox_probe.py test runs/exp/PAD-magnetic_tile-s0 \
+        ../shared/datasets/magnetic_tile --copy /tmp/mt_pad
+    python benchmarks/letterbox_probe.py shape runs/exp/PAD-magnetic_tile-s0 \
+        ../shared/datasets/magnetic_tile --copy /tmp/mt_pad
+
+`test` scores the test split on the original geometry: each map is cropped to its image's box in
+the square and resized to the model's input, and each mask is read from the original category
+at that size, as `siamese-ad evaluate` scores a stretched model (without `--copy` it scores a model
+trained on the original category the same way, which reproduces `evaluate`'s figures). The image
+score is the max of the cropped map. `shape` is benchmarks/shape_yardstick.py's validation signal
+for such a model: its defects are painted into each held-out validation image at its own size,
+then the painted image is letterboxed as above, and the map cropped back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from shape_yardstick import SALT
+
+from siamese_ad import metrics
+from siamese_ad.data.dataset import read_category
+from siamese_ad.data.decode import open_image, to_rgb_uint8
+from siamese_ad.data.defects import DEFECT_FAMILIES, DefectSynthesizer, defect_foregrounds
+from siamese_ad.data.images import load_image, load_mask
+from siamese_ad.evaluation.inference import Detector
+from siamese_ad.evaluation.thresholds import validation_samples
+
+BOXES = "boxes.json"  # in the copy: relative path -> [top, left, height, width] in its square
+SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+def letterbox(array: np.ndarray, fill: str) -> tuple[np.ndarray, list[int]]:
+    """(H, W[, C]) -> (S, S[, C]) with S = max(H, W), the image centred.
+
+    Args:
+        array: the image or mask.
+        fill: "symmetric" (mirror the image outwards) or "constant" (zeros, for masks).
+
+    Returns:
+        The square and the image's box in it, [top, left, height, width].
+    """
+    h, w = array.shape[:2]
+    side = max(h, w)
+    top, left = (side - h) // 2, (side - w) // 2
+    pad = [(top, side - h - top), (left, side - w - left)] + [(0, 0)] * (array.ndim - 2)
+    return np.pad(array, pad, mode=fill), [top, left, h, w]
+
+
+def make_copy(source: Path, out: Path) -> None:
+    """Writes the letterboxed copy of `source` (images as PNG, masks under their own names)."""
+    boxes = {}
+    for path in sorted(p for p in source.rglob("*") if p.suffix.lower() in SUFFIXES):
+        rel = path.relative_to(source)
+        is_mask = rel.parts[0] == "ground_truth"
+        fill = "constant" if is_mask else "symmetric"
+        square, box = letterbox(np.asarray(Image.open(path)), fill)
+        dest = rel if is_mask else rel.with_suffix(".png")
+        (out / dest).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(square).save(out / dest)
+        boxes[dest.as_posix()] = box
+    (out / BOXES).write_text(json.dumps(boxes))
+    print(f"{len(boxes)} files letterboxed into {out}")
+
+
+def crop(amap: np.ndarray | torch.Tensor, box: Sequence[int], side: int) -> torch.Tensor:
+    """The part of a (s, s) map that covers `box`, given in a square of `side` pixels."""
+    amap = torch.as_tensor(amap)
+    k = amap.shape[-1] / side
+    top, left, h, w = box
+    return amap[round(top * k) : round((top + h) * k), round(left * k) : round((left + w) * k)]
+
+
+def original_of(path: Path, copy: Path, original: Path) -> Path:
+    """The original file behind `path` in the copy (the copy's images are PNG)."""
+    rel = path.relative_to(copy)
+    return next((original / rel.parent).glob(rel.stem + ".*"))
+
+
+def score_test(run: Path, original: Path, copy: Path | None) -> None:
+    """Image AUROC (max of the cropped map), pixel AUROC and AUPRO, overall and per defect."""
+    detector = Detector.load(run, "cpu")
+    size = detector.cfg.data.image_size
+    if not isinstance(size, int):
+        raise SystemExit(f"{run}: this probe scores square inputs only (its input is {size})")
+    boxes = json.loads((copy / BOXES).read_text()) if copy else {}
+    test = read_category(copy or original, "mvtec").test
+    inference = detector.run(torch.stack([load_image(s.image, size)[0] for s in test]))
+    maps, scores, masks = [], [], []
+    for amap, sample in zip(inference.maps, test, strict=True):
+        if copy:
+            box = boxes[sample.image.relative_to(copy).as_posix()]
+            amap = crop(amap, box, max(box[2:]))
+            image, hw = original_of(sample.image, copy, original), (box[2], box[3])
+        else:
+            amap = torch.as_tensor(amap)
+            image, hw = sample.image, load_image(sample.image, size)[1]
+        scores.append(float(amap.max()))
+        maps.append(F.interpolate(amap[None, None], size=(size, size), mode="bilinear")[0, 0])
+        if sample.mask is None:
+            masks.append(np.zeros((size, size), bool))
+        else:
+            mask = original_of(sample.mask, copy, original) if copy else sample.mask
+            masks.append(load_mask(mask, size, hw, image).numpy())
+    stack, truth = torch.stack(maps).numpy(), np.stack(masks)
+    labels, top = np.array([s.label for s in test]), np.array(scores)
+    image, pixel = metrics.image_auroc(top, labels), metrics.pixel_auroc(stack, truth)
+    aupro = metrics.aupro(stack, truth)
+    line = f"image AUROC {100 * image:.1f}, pixel AUROC {100 * pixel:.1f}, AUPRO {100 * aupro:.1f}"
+    print(f"{run.name}: {line}")
+    for defect in sorted({s.defect for s in test} - {"good"}):
+        keep = np.array([s.defect in (defect, "good") for s in test])
+        image = metrics.image_auroc(top[keep], labels[keep])
+        pixel = metrics.pixel_auroc(stack[keep], truth[keep])
+        print(f"  {defect}: image AUROC {100 * image:.1f}, pixel AUROC {100 * pixel:.1f}")
+
+
+def score_shape(run: Path, original: Path, copy: Path | None) -> None:
+    """benchmarks/shape_yardstick.py's image and pixel AUROC, letterboxing when `copy` is given."""
+    detector = Detector.load(run, "cpu")
+    paths = [Path(s.image) for s in validation_samples(detector)]
+    if copy:
+        paths = [original_of(p, copy, original) for p in paths]
+    normals = [to_rgb_uint8(open_image(p)[0]) for p in paths]
+    rng = np.random.default_rng(detector.cfg.train.seed * 1_000_003 + SALT)
+    synth = DefectSynthesizer()
+    foregrounds = defect_foregrounds(normals, detector.cfg.data.object_type)
+    painted = [
+        synth(image, rng, DEFECT_FAMILIES[i % len(DEFECT_FAMILIES)], foreground)
+        for i, (image, foreground) in enumerate(zip(normals, foregrounds, strict=True))
+    ]
+    images = normals + [image for image, _ in painted]
+    masks = [np.zeros(image.shape[:2], bool) for image in normals] + [m for _, m in painted]
+    labels = np.r_[np.zeros(len(normals)), np.ones(len(painted))].astype(np.int64)
+    scores, maps = [], []
+    for image in images:
+        if copy:
+            square, box = letterbox(image, "symmetric")
+            amap = crop(detector.predict([square])[0].anomaly_map, box, square.shape[0])
+            scores.append(float(amap.max()))
+            maps.append(amap.numpy())
+        else:
+            prediction = detector.predict([image])[0]
+            scores.append(prediction.score)
+            maps.append(prediction.anomaly_map)
+    flat = np.concatenate([m.ravel() for m in maps])[None, None]
+    truth = np.concatenate([m.ravel() for m in masks])[None, None]
+    print(
+        f"{run.name}: {len(images)} images, shape yardstick image AUROC "
+        f"{100 * metrics.image_auroc(np.array(scores), labels):.2f}, pixel AUROC "
+        f"{100 * metrics.pixel_auroc(flat, truth):.2f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    make = sub.add_parser("make", help="write the letterboxed copy of a category")
+    make.add_argument("source", type=Path)
+    make.add_argument("out", type=Path)
+    for name in ("test", "shape"):
+        score = sub.add_parser(name, help=f"score a run ({name})")
+        score.add_argument("run", type=Path)
+        score.add_argument("original", type=Path, help="the original category")
+        score.add_argument("--copy", type=Path, help="the letterboxed copy the run trained on")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore", message="mask .* holds values")  # magnetic_tile's masks
+    if args.command == "make":
+        make_copy(args.source, args.out)
+    elif args.command == "test":
+        score_test(args.run, args.original, args.copy)
+    else:
+        score_shape(args.run, args.original, args.copy)
+
+
+if __name__ == "__main__":
+    main()
