@@ -458,3 +458,24 @@ def test_demo_refuses_a_data_folder_with_user_files(
     assert main(["demo", "--out", str(tmp_path / "demo"), "--device", "cpu"]) == 2
     assert "my_photo.jpg" in _error_line(capsys)
     assert mine.read_bytes() == b"mine" and not (tmp_path / "demo" / "model").exists()
+
+
+def test_demo_trains_again_over_the_model_of_another_version(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from siamese_ad.app.demo import run_demo
+    from siamese_ad.checkpoint import read_checkpoint
+    from siamese_ad.io import atomic_torch_save
+
+    out = tmp_path / "demo"
+    run_demo(out, epochs=1, device="cpu")
+    ckpt = out / "model" / "checkpoint.pt"
+    current = read_checkpoint(ckpt)
+    stamp = ckpt.stat().st_mtime_ns
+    run_demo(out, epochs=1, device="cpu")  # the same model: reused, not trained again
+    assert ckpt.stat().st_mtime_ns == stamp
+    old = {**current, "signature": {**current["signature"], "teacher_stages": [2, 4, 5]}}
+    atomic_torch_save(old, ckpt)  # as an earlier version's preset saved it
+    run_demo(out, epochs=1, device="cpu")
+    assert "training it again" in capsys.readouterr().out
+    assert read_checkpoint(ckpt)["signature"] == current["signature"]
