@@ -63,7 +63,7 @@ def test_no_or_unreadable_images_are_data_errors_naming_the_file(tmp_path: Path)
 
 
 def test_input_multiple_is_twice_the_deepest_stride() -> None:
-    assert input_multiple("efficientnet_lite0") == 64  # stages 2, 4, 5: stride 32
+    assert input_multiple("efficientnet_lite0") == 64  # stages 2, 3, 5: stride 32
     assert input_multiple("resnet18") == 32  # layer1..layer3: stride 16
     assert input_multiple("efficientnet_lite0", (1, 2, 4)) == 32
 

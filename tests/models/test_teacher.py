@@ -185,7 +185,7 @@ def test_lite0_teacher_scales_input_to_tf_range(lite0_imagenet: Teacher) -> None
     scaled = (grey - lite0_imagenet.mean) / lite0_imagenet.std
     assert torch.allclose(scaled, torch.zeros_like(scaled), atol=1e-6)
     feats = lite0_imagenet(torch.rand(1, 3, 64, 64))
-    assert [f.shape[1] for f in feats] == [40, 112, 192]  # the default stages 2, 4, 5
+    assert [f.shape[1] for f in feats] == [40, 80, 192]  # the default stages 2, 3, 5
     assert all(torch.isfinite(f).all() and f.std() > 1e-2 for f in feats)
 
 
@@ -195,7 +195,7 @@ def test_lite0_teacher_stages_are_the_classifier_blocks(lite0_imagenet: Teacher)
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         h = net.bn1(net.conv_stem((x - 127 / 255) / (128 / 255)))
-        h = net.blocks[:5](h)
+        h = net.blocks[:4](h)  # the second default stage: block group 3
     torch.testing.assert_close(lite0_imagenet(x)[1], h)
 
 
