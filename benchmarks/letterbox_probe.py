@@ -36,12 +36,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from shape_yardstick import SALT
+from shape_yardstick import defective_set
 
 from siamese_ad import metrics
 from siamese_ad.data.dataset import read_category
-from siamese_ad.data.decode import open_image, to_rgb_uint8
-from siamese_ad.data.defects import DEFECT_FAMILIES, DefectSynthesizer, defect_foregrounds
 from siamese_ad.data.images import load_image, load_mask
 from siamese_ad.evaluation.inference import Detector
 from siamese_ad.evaluation.thresholds import validation_samples
@@ -141,17 +139,7 @@ def score_shape(run: Path, original: Path, copy: Path | None) -> None:
     paths = [Path(s.image) for s in validation_samples(detector)]
     if copy:
         paths = [original_of(p, copy, original) for p in paths]
-    normals = [to_rgb_uint8(open_image(p)[0]) for p in paths]
-    rng = np.random.default_rng(detector.cfg.train.seed * 1_000_003 + SALT)
-    synth = DefectSynthesizer()
-    foregrounds = defect_foregrounds(normals, detector.cfg.data.object_type)
-    painted = [
-        synth(image, rng, DEFECT_FAMILIES[i % len(DEFECT_FAMILIES)], foreground)
-        for i, (image, foreground) in enumerate(zip(normals, foregrounds, strict=True))
-    ]
-    images = normals + [image for image, _ in painted]
-    masks = [np.zeros(image.shape[:2], bool) for image in normals] + [m for _, m in painted]
-    labels = np.r_[np.zeros(len(normals)), np.ones(len(painted))].astype(np.int64)
+    images, labels, masks = defective_set(detector, paths)
     scores, maps = [], []
     for image in images:
         if copy:

@@ -31,14 +31,21 @@ SALT = 7_919  # keeps this yardstick's draws apart from training's
 
 
 def defective_set(
-    detector: Detector,
+    detector: Detector, paths: list[Path] | None = None
 ) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray]]:
     """The run's validation normals at their own size, then one painted copy of each.
+
+    Args:
+        detector: the run's detector (its seed, object type and validation images).
+        paths: read these files instead of the validation images as listed (the same images
+            elsewhere, e.g. the originals of a copy the run trained on).
 
     Returns:
         images: 2N (H_i, W_i, 3) uint8 arrays; labels: (2N,) 0 then 1; masks: 2N (H_i, W_i) bool.
     """
-    normals = [to_rgb_uint8(open_image(s.image)[0]) for s in validation_samples(detector)]
+    if paths is None:
+        paths = [Path(s.image) for s in validation_samples(detector)]
+    normals = [to_rgb_uint8(open_image(p)[0]) for p in paths]
     rng = np.random.default_rng(detector.cfg.train.seed * 1_000_003 + SALT)
     synth = DefectSynthesizer()
     foregrounds = defect_foregrounds(normals, detector.cfg.data.object_type)
