@@ -6,7 +6,8 @@
 # absolute, 2000 inference and 400 training images/s), about 5 minutes on one GPU.
 #
 #   bash benchmarks/gpu_check.sh "$OUT"                     # on the GPU machine
-#   DEVICE=cpu QUICK=1 bash benchmarks/gpu_check.sh /tmp/g  # smoke test of this script on a CPU
+#   DEVICE=cpu QUICK=1 PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh /tmp/g  # CPU smoke test
+# (PYTHON: the interpreter with torch and timm; default python3)
 set -euo pipefail
 out=${1:-runs/gpu}
 mkdir -p "$out"
