@@ -103,16 +103,17 @@ def score_test(run: Path, original: Path, copy: Path | None) -> None:
         raise SystemExit(f"{run}: this probe scores square inputs only (its input is {size})")
     boxes = json.loads((copy / BOXES).read_text()) if copy else {}
     test = read_category(copy or original, "mvtec").test
-    inference = detector.run(torch.stack([load_image(s.image, size)[0] for s in test]))
+    loaded = [load_image(s.image, size) for s in test]  # (image, original (H, W)) each
+    inference = detector.run(torch.stack([image for image, _ in loaded]))
     maps, scores, masks = [], [], []
-    for amap, sample in zip(inference.maps, test, strict=True):
+    for amap, sample, (_, original_hw) in zip(inference.maps, test, loaded, strict=True):
         if copy:
             box = boxes[sample.image.relative_to(copy).as_posix()]
             amap = crop(amap, box, max(box[2:]))
             image, hw = original_of(sample.image, copy, original), (box[2], box[3])
         else:
             amap = torch.as_tensor(amap)
-            image, hw = sample.image, load_image(sample.image, size)[1]
+            image, hw = sample.image, original_hw
         scores.append(float(amap.max()))
         maps.append(F.interpolate(amap[None, None], size=(size, size), mode="bilinear")[0, 0])
         if sample.mask is None:

@@ -10,8 +10,7 @@ from siamese_ad.app.evaluate import evaluate
 from siamese_ad.checkpoint import CHECKPOINT, CheckpointError, read_checkpoint
 from siamese_ad.config import Config, cpu_preset
 from siamese_ad.data.synthetic import make_synthetic_category
-from siamese_ad.models.teacher import resolve_stages
-from siamese_ad.training.trainer import train
+from siamese_ad.training.trainer import as_trained, train
 
 DEMO_IMAGE_SIZE = 128
 DEMO_EPOCHS = 8
@@ -36,7 +35,7 @@ def run_demo(
     cfg.synthesis.pool_size = DEMO_POOL
     model_dir = out / "model"
     cfg = cfg.validate()
-    if _another_model(model_dir / CHECKPOINT, cfg):
+    if _another_model(model_dir / CHECKPOINT, as_trained(cfg)):
         print(f"{model_dir} holds the demo model of another version: training it again")
         shutil.rmtree(model_dir)
     ckpt = train(cfg, model_dir, resume=(model_dir / CHECKPOINT).exists())
@@ -45,13 +44,12 @@ def run_demo(
 
 
 def _another_model(checkpoint: Path, cfg: Config) -> bool:
-    """Whether `checkpoint` exists and holds a model other than the one `cfg` builds. An
-    unreadable checkpoint is left to `train`, which names what is wrong with it."""
+    """Whether `checkpoint` exists and holds a model other than the one `cfg` (as `train` saves
+    it) builds. An unreadable checkpoint is left to `train`, which names what is wrong with it."""
     if not checkpoint.exists():
         return False
     try:
         saved = read_checkpoint(checkpoint).get("signature")
     except CheckpointError:
         return False
-    stages = resolve_stages(cfg.model.backbone, cfg.model.teacher_stages)  # as train saves them
-    return saved != {**cfg.model_signature(), "teacher_stages": list(stages)}
+    return saved != cfg.model_signature()

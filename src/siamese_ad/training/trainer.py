@@ -377,6 +377,17 @@ def _prepare(cfg: Config, out_dir: Path, resume: bool) -> tuple[_Run, dict | Non
     return run, optimizer_state
 
 
+def as_trained(cfg: Config) -> Config:
+    """`cfg` as `train` runs and saves it: the teacher's stages named (the backbone's default
+    resolved, so a later change of that default does not change the run) and the data root
+    absolute (so the run finds its data from any working folder)."""
+    stages = resolve_stages(cfg.model.backbone, cfg.validate().model.teacher_stages)
+    explicit: dict = {"model": {"teacher_stages": list(stages)}}
+    if cfg.data.root:
+        explicit["data"] = {"root": str(Path(cfg.data.root).resolve())}
+    return cfg.merged(explicit)
+
+
 def train(cfg: Config, out_dir: str | Path, resume: bool = False) -> Path:
     """Trains one category as `cfg` says; returns the checkpoint path.
 
@@ -385,11 +396,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False) -> Path:
     data.modality "rgbd" an RGB and a depth model are trained in out_dir/rgb and out_dir/depth
     (training/multimodal.py) and the returned path is the run's rgbd.json.
     """
-    stages = resolve_stages(cfg.model.backbone, cfg.validate().model.teacher_stages)
-    explicit: dict = {"model": {"teacher_stages": list(stages)}}  # saved as they were used
-    if cfg.data.root:  # absolute, so the run finds its data from any working folder
-        explicit["data"] = {"root": str(Path(cfg.data.root).resolve())}
-    cfg = cfg.merged(explicit)
+    cfg = as_trained(cfg)
     with run_lock(Path(out_dir)):
         if cfg.data.modality == "rgbd":
             train_rgbd(cfg, out_dir, resume, train)
