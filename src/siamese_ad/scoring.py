@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from siamese_ad.config import ConfigError, ScoringConfig
+from siamese_ad.data.fit import unpad
 from siamese_ad.device import capturing_graph
 from siamese_ad.losses import cosine_distance, topk_mean
 from siamese_ad.models.unet import FeaturePair, TeacherStudentUNet
@@ -142,6 +144,23 @@ class AnomalyOutput:
     score: Tensor
     score_max: Tensor
     score_deviation: Tensor | None
+
+    def unpadded(self, originals: Sequence[Sequence[int]], max_score: bool) -> AnomalyOutput:
+        """Under data.fit "pad": each map cropped to its image's part of the letterboxed input
+        and resized back (data/fit.py), the max of the map taken there, and the configured score
+        with it when that score is the max (`max_score`).
+
+        Args:
+            originals: (B, 2) each image's original (height, width).
+            max_score: whether the configured score is the max of the map.
+        """
+        parts = zip(self.map.float().cpu().numpy(), originals, strict=True)
+        unpadded = np.stack([unpad(m, (int(h), int(w))) for m, (h, w) in parts])
+        maps = torch.from_numpy(unpadded).to(self.map.device)
+        score_max = maps.flatten(1).amax(dim=1).to(self.score_max.dtype)
+        return AnomalyOutput(
+            maps, score_max if max_score else self.score, score_max, self.score_deviation
+        )
 
 
 def deviation_score(distances: list[Tensor], model: TeacherStudentUNet, topk: float) -> Tensor:

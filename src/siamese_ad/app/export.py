@@ -170,6 +170,7 @@ def build_exportable(
     scale = scorer.map_scale()
     meta = {
         "image_size": size if isinstance(size, int) else list(size),  # a side, or [height, width]
+        "fit": cfg.data.fit,  # pad: letterbox the input, crop the map back (data/fit.py)
         "input": {
             "name": INPUT_NAME,
             "shape": ["batch", 3, *cfg.data.size_hw],

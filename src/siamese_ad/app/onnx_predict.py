@@ -15,8 +15,10 @@ import numpy as np
 
 from siamese_ad.config import as_hw
 from siamese_ad.data.decode import collect_images, read_rgb
+from siamese_ad.data.fit import unpad, unpad_images
 from siamese_ad.data.sample import DataError
 from siamese_ad.reporting.predictions import mask_paths, write_masks, write_predictions
+from siamese_ad.thresholds import Thresholds
 
 DEFAULT_BATCH = 8
 
@@ -97,6 +99,25 @@ def _mismatch(meta: Any, session: Any) -> str | None:
     return None
 
 
+def unpadded(
+    outputs: dict[str, np.ndarray], originals: list[tuple[int, int]], meta: dict[str, Any]
+) -> dict[str, np.ndarray]:
+    """Under data.fit "pad": each map cropped to its image's part of the letterboxed input
+    (data/fit.py), and what the graph derived from the map taken again there, as `Detector`
+    scores: the max-of-map score, and with thresholds the decisions and the mask."""
+    out = dict(outputs)
+    maps = np.stack([unpad(m, hw) for m, hw in zip(outputs["map"], originals, strict=True)])
+    out["map"] = maps
+    if meta["score"] == "max":
+        out["score"] = maps.reshape(len(maps), -1).max(axis=1).astype(outputs["score"].dtype)
+    if "anomalous" in outputs and meta.get("thresholds"):
+        thresholds = Thresholds.from_dict(meta["thresholds"])
+        out["anomalous"] = thresholds.decide(out["score"])
+        out["normalised_score"] = thresholds.normalise(out["score"]).astype(np.float32)
+        out["mask"] = thresholds.mask(maps)
+    return out
+
+
 def predict_onnx(
     model: str | Path,
     inputs: list[str | Path],
@@ -106,8 +127,15 @@ def predict_onnx(
     """Writes scores.csv, heat maps and maps.npy under out_dir; returns the CSV rows."""
     detector = OnnxDetector.load(model)
     paths = collect_images(inputs)
-    images = np.stack([read_rgb(p, detector.image_hw)[0] for p in paths])
+    fit = detector.meta.get("fit", "stretch")  # models exported before data.fit: stretch
+    read = [read_rgb(p, detector.image_hw, fit) for p in paths]
+    images = np.stack([rgb for rgb, _ in read])
     outputs = detector.run(images, batch_size)
+    if fit == "pad":
+        originals = [hw for _, hw in read]
+        outputs = unpadded(outputs, originals, detector.meta)
+        images = unpad_images(images.transpose(0, 3, 1, 2), np.array(originals))
+        images = images.transpose(0, 2, 3, 1)
     maps, scores = outputs["map"], outputs["score"]
     if "anomalous" not in outputs:
         return write_predictions(out_dir, paths, images, maps, scores)

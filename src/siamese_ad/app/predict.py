@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from siamese_ad.data.dataset import load_images
+from siamese_ad.data.dataset import fitted_loader, load_images
 from siamese_ad.data.decode import collect_images
+from siamese_ad.data.fit import unpad_images
 from siamese_ad.data.sample import Sample
 from siamese_ad.evaluation.inference import Detector
 from siamese_ad.reporting.predictions import mask_paths, write_masks, write_predictions
@@ -35,9 +36,14 @@ def predict(
     """
     detector = Detector.load(checkpoint, device, compile=compile)
     paths = collect_images(inputs)
-    images = load_images([Sample(p, 0) for p in paths], detector.cfg.data.image_size, desc="images")
-    inference = detector.run(images.images, batch_size)
-    pictures = images.images.permute(0, 2, 3, 1).numpy()
+    fit = detector.cfg.data.fit
+    samples = [Sample(p, 0) for p in paths]
+    images = load_images(samples, detector.cfg.data.image_size, fitted_loader(fit), "images")
+    inference = detector.run(images.images, batch_size, images.originals)
+    pictures = images.images.numpy()
+    if fit == "pad":  # heat-map panels show each image as its map covers it
+        pictures = unpad_images(pictures, images.originals.numpy())
+    pictures = pictures.transpose(0, 2, 3, 1)
     thresholds = detector.thresholds
     if thresholds is None:
         warnings.warn(

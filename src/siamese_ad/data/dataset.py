@@ -40,12 +40,14 @@ class ImageSet:
         images: (N, 3, H, W) uint8, at the config's image size.
         masks: (N, H, W) bool ground truth; all False where unknown or normal.
         has_mask: (N,) bool, True where the pixel truth is known (normal images, or a mask file).
+        originals: (N, 2) long, each image's original (height, width); None where unknown.
     """
 
     samples: list[Sample]
     images: torch.Tensor
     masks: torch.Tensor
     has_mask: torch.Tensor
+    originals: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -63,6 +65,18 @@ def rgb_loader(sample: Sample, size: ImageSize) -> tuple[torch.Tensor, tuple[int
     return load_image(sample.image, size)
 
 
+def fitted_loader(fit: str) -> ImageLoader:
+    """The image-file loader for data.fit `fit`: `rgb_loader` for "stretch", else one that
+    letterboxes each image (data/fit.py)."""
+    if fit == "stretch":
+        return rgb_loader
+
+    def load(sample: Sample, size: ImageSize) -> tuple[torch.Tensor, tuple[int, int]]:
+        return load_image(sample.image, size, fit)
+
+    return load
+
+
 def load_images(
     samples: list[Sample],
     size: ImageSize,
@@ -77,11 +91,13 @@ def load_images(
     images = torch.empty(len(samples), 3, height, width, dtype=torch.uint8)
     masks = torch.zeros(len(samples), height, width, dtype=torch.bool)
     has_mask = torch.zeros(len(samples), dtype=torch.bool)
+    originals = torch.zeros(len(samples), 2, dtype=torch.long)
     for i, sample in enumerate(tqdm(samples, desc=f"loading {desc}", leave=False, unit="img")):
         images[i], original = loader(sample, size)
+        originals[i] = torch.tensor(original)
         if sample.mask is not None:
             masks[i] = load_mask(sample.mask, size, original, sample.image)
             has_mask[i] = True
         elif sample.label == 0:
             has_mask[i] = True
-    return ImageSet(samples, images, masks, has_mask)
+    return ImageSet(samples, images, masks, has_mask, originals)

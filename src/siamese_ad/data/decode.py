@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from siamese_ad.config import ImageSize, as_hw
+from siamese_ad.data.fit import letterbox
 from siamese_ad.data.sample import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -51,12 +52,15 @@ def open_header(path: Path) -> Image.Image:
     return img
 
 
-def open_image(path: Path, size: ImageSize | None = None) -> tuple[Image.Image, tuple[int, int]]:
+def open_image(
+    path: Path, size: ImageSize | None = None, uniform: bool = False
+) -> tuple[Image.Image, tuple[int, int]]:
     """Opens and fully decodes an image of up to MAX_PIXELS pixels.
 
     With `size` given (a side, or (height, width)), an image of more than LARGE_PIXELS is decoded
     reduced, to no less than that size: JPEGs by DCT scaling while decoding, other formats by a
-    box reduction by whole factors after it. Smaller images are decoded as they are.
+    box reduction by whole factors after it (with `uniform`, one factor for both axes, which keeps
+    the aspect ratio). Smaller images are decoded as they are.
 
     Returns:
         The image and its original (height, width).
@@ -79,6 +83,8 @@ def open_image(path: Path, size: ImageSize | None = None) -> tuple[Image.Image, 
         if img.mode in _REDUCIBLE:
             img = img.convert(_REDUCIBLE[img.mode])
         factors = (max(1, img.width // width), max(1, img.height // height))
+        if uniform:
+            factors = (min(factors), min(factors))
         return img.reduce(factors) if factors != (1, 1) else img, original
 
 
@@ -101,18 +107,28 @@ def resize_rgb(rgb: np.ndarray, size: ImageSize) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR))
 
 
-def read_rgb(path: str | Path, size: ImageSize) -> tuple[np.ndarray, tuple[int, int]]:
+def fit_rgb(rgb: np.ndarray, size: ImageSize, fit: str = "stretch") -> np.ndarray:
+    """(H, W, 3) uint8 -> (h, w, 3) uint8 at `size`, stretched or letterboxed (data/fit.py)."""
+    if fit == "pad":
+        rgb = letterbox(rgb, as_hw(size))
+    return resize_rgb(rgb, size)
+
+
+def read_rgb(
+    path: str | Path, size: ImageSize, fit: str = "stretch"
+) -> tuple[np.ndarray, tuple[int, int]]:
     """Reads an image of any mode and size.
 
     Args:
         path: the image file.
         size: the side of the square output, or its (height, width).
+        fit: "stretch" or "pad" (data/fit.py).
 
     Returns:
         An (h, w, 3) uint8 array (bilinear resize) and the original (height, width).
     """
-    img, original = open_image(Path(path), size)
-    return np.array(resize_rgb(to_rgb_uint8(img), size), copy=True), original
+    img, original = open_image(Path(path), size, uniform=fit == "pad")
+    return np.array(fit_rgb(to_rgb_uint8(img), size, fit), copy=True), original
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -63,13 +63,16 @@ def fitted_image_size(paths: Sequence[Path], multiple: int, area: int = AUTO_ARE
     return height if height == width else (height, width)
 
 
-def load_image(path: str | Path, size: ImageSize) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Reads an image of any mode and size, resized to `size` (a side, or (height, width)).
+def load_image(
+    path: str | Path, size: ImageSize, fit: str = "stretch"
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Reads an image of any mode and size, fitted to `size` (a side, or (height, width)) as
+    `fit` says ("stretch" or "pad", data/fit.py).
 
     Returns:
         A (3, h, w) uint8 tensor and the original (height, width).
     """
-    rgb, original = read_rgb(path, size)
+    rgb, original = read_rgb(path, size, fit)
     return torch.from_numpy(rgb).permute(2, 0, 1).contiguous(), original
 
 

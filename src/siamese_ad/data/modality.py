@@ -8,15 +8,16 @@ import numpy as np
 import torch
 
 from siamese_ad.config import DataConfig, ImageSize
-from siamese_ad.data.dataset import ImageLoader, rgb_loader
-from siamese_ad.data.decode import resize_rgb
+from siamese_ad.data.dataset import ImageLoader, fitted_loader
+from siamese_ad.data.decode import fit_rgb
 from siamese_ad.data.sample import DataError, Sample
 
 DEPTH_CACHE = "depth_cache"
 
 
-def depth_loader(cache_dir: Path) -> ImageLoader:
-    """A loader that renders each sample's point cloud as a (3, h, w) uint8 depth image."""
+def depth_loader(cache_dir: Path, fit: str = "stretch") -> ImageLoader:
+    """A loader that renders each sample's point cloud as a (3, h, w) uint8 depth image, fitted
+    to the input as `fit` says (data/fit.py)."""
     from siamese_ad.data.depth import DepthCache
 
     cache = DepthCache(cache_dir)
@@ -26,7 +27,7 @@ def depth_loader(cache_dir: Path) -> ImageLoader:
             raise DataError(f"{sample.image} has no point cloud; depth needs MVTec 3D-AD xyz files")
         depth = cache.get(sample.xyz)
         original = depth.shape[:2]
-        depth = resize_rgb(depth, size)
+        depth = fit_rgb(depth, size, fit)
         return torch.from_numpy(np.array(depth)).permute(2, 0, 1).contiguous(), original
 
     return load
@@ -36,7 +37,7 @@ def image_loader(cfg: DataConfig, cache_root: Path, modality: str | None = None)
     """The loader for `modality` (default cfg.modality); depth images cached under cache_root."""
     modality = modality or cfg.modality
     if modality == "rgb":
-        return rgb_loader
+        return fitted_loader(cfg.fit)
     if modality == "depth":
-        return depth_loader(Path(cache_root) / DEPTH_CACHE)
+        return depth_loader(Path(cache_root) / DEPTH_CACHE, cfg.fit)
     raise DataError(f"modality {modality!r} is made of branches; load 'rgb' and 'depth' separately")

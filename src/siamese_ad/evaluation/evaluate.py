@@ -5,16 +5,19 @@ Writes nothing; app/evaluate.py writes the results (metrics.json, scores.csv, he
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from siamese_ad import metrics
 from siamese_ad.checkpoint import CHECKPOINT
 from siamese_ad.data.dataset import ImageSet, load_images, read_category
+from siamese_ad.data.fit import unpad_images
 from siamese_ad.data.modality import image_loader
 from siamese_ad.data.sample import DataError
 from siamese_ad.data.splits import MANIFEST, SplitManifest, check_manifest_file, exclude_trained
@@ -151,7 +154,10 @@ def evaluate_run(
     test = exclude_trained(data.test, manifest, data.root)
     loader = image_loader(cfg.data, checkpoint.parent)
     images = load_images(test, cfg.data.image_size, loader, "test images")
-    inference = detector.run(images.images, batch_size)
+    inference = detector.run(images.images, batch_size, images.originals)
+    if cfg.data.fit == "pad":  # heat-map panels show each image as its maps cover it
+        shown = unpad_images(images.images.numpy(), images.originals.numpy())
+        images = dataclasses.replace(images, images=torch.from_numpy(shown))
     curves = pixel_curves(inference, images)
     result = compute_metrics(inference, images, curves)
     result["image_score"] = "deviation" if detector.scorer.uses_deviation() else "max"

@@ -140,9 +140,9 @@ def score_branch(
     loader = image_loader(detector.cfg.data, run_dir)
     modality = detector.cfg.data.modality
     normal_images = load_images(validation, size, loader, f"{modality} validation images")
-    normal = detector.run(normal_images.images, batch_size)
+    normal = detector.run(normal_images.images, batch_size, normal_images.originals)
     images = load_images(test, size, loader, f"{modality} test images")
-    inference = detector.run(images.images, batch_size)
+    inference = detector.run(images.images, batch_size, images.originals)
     return BranchRun(normal_images, normal, images, inference, normal_stats(normal))
 
 

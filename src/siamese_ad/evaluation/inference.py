@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +25,8 @@ from siamese_ad.models.folding import fold_checked
 from siamese_ad.models.unet import TeacherStudentUNet
 from siamese_ad.scoring import AnomalyOutput, AnomalyScorer, trained_scoring
 from siamese_ad.thresholds import Thresholds, stored_thresholds
+
+OriginalSizes = torch.Tensor | Sequence[tuple[int, int]]  # (N, 2): each image's (height, width)
 
 
 @dataclass
@@ -157,8 +159,14 @@ class Detector:
         validation images, or one trained before train stored them."""
         return stored_thresholds(self.payload)
 
-    def _batch(self, chunk: torch.Tensor, bs: int) -> AnomalyOutput:
-        """(n, 3, h, w) uint8 with n <= bs -> the n images' outputs, on the CPU in float32."""
+    def _batch(
+        self, chunk: torch.Tensor, bs: int, originals: OriginalSizes | None = None
+    ) -> AnomalyOutput:
+        """(n, 3, h, w) uint8 with n <= bs -> the n images' outputs, on the CPU in float32.
+
+        With data.fit "pad" and the images' `originals` ((height, width) each), each map is
+        cropped to its image's part of the letterboxed input and resized back (data/fit.py), and
+        the max of the map is taken there."""
         n = len(chunk)
         if self.compile and n < bs:  # one graph for every batch: pad with the last image
             chunk = torch.cat([chunk, chunk[-1:].expand(bs - n, *chunk.shape[1:])])
@@ -166,23 +174,40 @@ class Detector:
         with autocast(self.device, self.cfg.scoring.bf16):  # off: float32, as the ONNX graph
             out = self._score(x)
         dev = out.score_deviation
-        return AnomalyOutput(
+        out = AnomalyOutput(
             out.map[:n].float().cpu(),
             out.score[:n].float().cpu(),
             out.score_max[:n].float().cpu(),
             None if dev is None else dev[:n].float().cpu(),
         )
+        if originals is not None and self.cfg.data.fit == "pad":
+            return out.unpadded(originals, not self.scorer.uses_deviation())
+        return out
 
     @torch.inference_mode()
-    def run(self, images: torch.Tensor, batch_size: int | None = None) -> Inference:
-        """(N, 3, h, w) uint8 -> Inference."""
+    def run(
+        self,
+        images: torch.Tensor,
+        batch_size: int | None = None,
+        originals: OriginalSizes | None = None,
+    ) -> Inference:
+        """(N, 3, h, w) uint8 -> Inference.
+
+        Args:
+            images: the images at the model's input size, fitted as data.fit says.
+            batch_size: images per forward pass (default: train.batch_size).
+            originals: (N, 2) the images' original (height, width); under data.fit "pad" the
+                maps and the max of the map then cover the images only, not their padding.
+        """
         bs = batch_size or self.cfg.train.batch_size
         if self.compile:
             bs = max(1, min(bs, len(images)))
         maps, scores, smax, sdev = [], [], [], []
         start = time.perf_counter()
-        for chunk in tqdm(images.split(bs), desc="scoring", leave=False, unit="batch"):
-            out = self._batch(chunk, bs)
+        chunks = tqdm(images.split(bs), desc="scoring", leave=False, unit="batch")
+        for i, chunk in enumerate(chunks):
+            sizes = None if originals is None else originals[i * bs : i * bs + len(chunk)]
+            out = self._batch(chunk, bs, sizes)
             maps.append(out.map)
             scores.append(out.score)
             smax.append(out.score_max)
@@ -212,9 +237,9 @@ class Detector:
         if bs < 1:
             raise ValueError(f"batch size {bs} must be at least 1")
         thresholds = self.thresholds
-        for chunk, sizes in batches(images, self.cfg.data.image_size, bs):
+        for chunk, sizes in batches(images, self.cfg.data.image_size, bs, self.cfg.data.fit):
             with torch.inference_mode():
-                out = self._batch(chunk, bs)
+                out = self._batch(chunk, bs, sizes)
             scores = out.score.numpy()
             for i, size in enumerate(sizes):
                 yield _prediction(float(scores[i]), resize_map(out.map[i], size), thresholds)

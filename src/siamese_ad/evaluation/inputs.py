@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from siamese_ad.config import ImageSize
-from siamese_ad.data.decode import read_rgb, resize_rgb, to_rgb_uint8
+from siamese_ad.data.decode import fit_rgb, read_rgb, to_rgb_uint8
 from siamese_ad.data.sample import DataError
 
 ImageInput: TypeAlias = str | Path | Image.Image | np.ndarray
@@ -45,11 +45,13 @@ def array_to_rgb(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def to_picture(image: ImageInput, size: ImageSize) -> tuple[np.ndarray, tuple[int, int]]:
-    """One image -> the (h, w, 3) uint8 picture the model sees at `size` (a side, or (h, w))
-    and the original (H, W)."""
+def to_picture(
+    image: ImageInput, size: ImageSize, fit: str = "stretch"
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """One image -> the (h, w, 3) uint8 picture the model sees at `size` (a side, or (h, w)),
+    stretched or letterboxed as `fit` says (data/fit.py), and the original (H, W)."""
     if isinstance(image, str | Path):
-        return read_rgb(image, size)
+        return read_rgb(image, size, fit)
     if isinstance(image, Image.Image):
         rgb = to_rgb_uint8(image)
     elif isinstance(image, np.ndarray):
@@ -59,21 +61,24 @@ def to_picture(image: ImageInput, size: ImageSize) -> tuple[np.ndarray, tuple[in
             f"cannot read an image from {type(image).__name__}: give a path, a PIL image or a "
             "NumPy array"
         )
-    picture = np.ascontiguousarray(resize_rgb(rgb, size))
+    picture = np.ascontiguousarray(fit_rgb(rgb, size, fit))
     return picture, (int(rgb.shape[0]), int(rgb.shape[1]))
 
 
 def batches(
-    images: ImageInput | Iterable[ImageInput], size: ImageSize, batch_size: int
+    images: ImageInput | Iterable[ImageInput],
+    size: ImageSize,
+    batch_size: int,
+    fit: str = "stretch",
 ) -> Iterator[tuple[torch.Tensor, list[tuple[int, int]]]]:
-    """Reads `images` lazily, batch_size at a time: (B, 3, h, w) uint8 at `size` and the B
-    original sizes.
+    """Reads `images` lazily, batch_size at a time: (B, 3, h, w) uint8 at `size` (fitted as
+    `fit` says) and the B original sizes.
 
     A single path, PIL image or array is one image.
     """
     items = iter([images] if isinstance(images, SINGLE) else images)
     while chunk := list(islice(items, batch_size)):
-        pictures, sizes = zip(*(to_picture(item, size) for item in chunk), strict=True)
+        pictures, sizes = zip(*(to_picture(item, size, fit) for item in chunk), strict=True)
         yield torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2), list(sizes)
 
 

@@ -52,5 +52,5 @@ def validation_thresholds(
     samples = validation_samples(detector, data_root)
     loader = image_loader(cfg.data, run_dir)
     images = load_images(samples, cfg.data.image_size, loader, "validation images")
-    out = detector.run(images.images, batch_size)
+    out = detector.run(images.images, batch_size, images.originals)
     return thresholds_for(images, out.scores, out.maps, cfg.scoring.threshold_quantile)

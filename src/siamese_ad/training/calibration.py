@@ -68,15 +68,23 @@ def score_images(
     cfg: Config,
     device: torch.device,
     bf16: bool | None = None,
+    originals: torch.Tensor | None = None,
 ) -> Scored:
     """The model's outputs on (N, 3, H, W) uint8 images, batch by batch in eval mode, under bf16
-    autocast when `bf16` (default: scoring.bf16, as evaluate and predict score), else float32."""
+    autocast when `bf16` (default: scoring.bf16, as evaluate and predict score), else float32.
+    Given the images' (N, 2) `originals` under data.fit "pad", the maps and the max of the map
+    cover each image's part of its letterboxed input, as the Detector scores it."""
     model.eval()
     scorer = AnomalyScorer(model, cfg.scoring, cfg.deviation.topk).to(device).eval()
+    unpad = originals is not None and cfg.data.fit == "pad"
     outs = []
-    for chunk in images.split(cfg.train.batch_size):  # whatever train.bf16 says
+    for i, chunk in enumerate(images.split(cfg.train.batch_size)):  # whatever train.bf16 says
         with autocast(device, cfg.scoring.bf16 if bf16 is None else bf16):
-            outs.append(scorer(to_device(chunk, device, cfg.train.channels_last)))
+            out = scorer(to_device(chunk, device, cfg.train.channels_last))
+        if unpad:
+            start = i * cfg.train.batch_size
+            out = out.unpadded(originals[start : start + len(chunk)], not scorer.uses_deviation())
+        outs.append(out)
 
     def cat(tensors: list[torch.Tensor]) -> np.ndarray:
         return torch.cat([t.float().cpu() for t in tensors]).numpy()
@@ -101,7 +109,7 @@ def calibrate(
 ) -> Thresholds:
     """Thresholds for the trained model, chosen on its validation images (one pass, in the
     precision `score_images` takes)."""
-    scored = score_images(model, validation.images, cfg, device, bf16)
+    scored = score_images(model, validation.images, cfg, device, bf16, validation.originals)
     return thresholds_for(validation, scored.scores, scored.maps, cfg.scoring.threshold_quantile)
 
 

@@ -31,6 +31,7 @@ from siamese_ad.checkpoint import (
 )
 from siamese_ad.config import AUTO_SIZE, Config
 from siamese_ad.data.dataset import ImageLoader, ImageSet, load_images, read_category
+from siamese_ad.data.fit import pad_mask
 from siamese_ad.data.images import fitted_image_size
 from siamese_ad.data.modality import image_loader
 from siamese_ad.data.sample import Sample
@@ -92,7 +93,11 @@ def build_pool(normals: torch.Tensor, real: ImageSet | None, cfg: Config) -> Ano
     destinations = torch.arange(size) % len(arrays)
     if real is not None and len(real):
         pool_images = torch.cat([pool_images, real.images])
-        pool_masks = torch.cat([pool_masks, real.masks])
+        real_masks = real.masks
+        if cfg.data.fit == "pad" and real.originals is not None:  # masks on the padded input
+            pairs = zip(real.masks.numpy(), real.originals.tolist(), strict=True)
+            real_masks = torch.from_numpy(np.stack([pad_mask(m, (h, w)) for m, (h, w) in pairs]))
+        pool_masks = torch.cat([pool_masks, real_masks])
         destinations = torch.cat([destinations, torch.full((len(real),), -1)])
     return AnomalyPool(pool_images, pool_masks, destinations)
 
