@@ -21,7 +21,8 @@ mask is padded with 0. Pad to the ratio of the input the copy will be trained at
 `test` scores the test split on the original geometry: each map is cropped to its image's box in
 the padded image and resized to the model's input, and each mask is read from the original category
 at that size, as `siamese-ad evaluate` scores a stretched model (without `--copy` it scores a model
-trained on the original category the same way, which reproduces `evaluate`'s figures). The image
+trained on the original category the same way, which reproduces `evaluate`'s figures, a model
+trained with `data.fit: pad` included). The image
 score is the max of the cropped map. `shape` is benchmarks/shape_yardstick.py's validation signal
 for such a model: its defects are painted into each held-out validation image at its own size,
 then the painted image is letterboxed as above, and the map cropped back.
@@ -127,8 +128,10 @@ def score_test(
     boxes = json.loads((copy / BOXES).read_text()) if copy else {}
     root = copy or original
     test = [s for s in read_category(root, "mvtec").test if key(s.image, root) not in exclude]
-    loaded = [load_image(s.image, size) for s in test]  # (image, original (H, W)) each
-    inference = detector.run(torch.stack([image for image, _ in loaded]))
+    fit = detector.cfg.data.fit  # a model trained with data.fit "pad" letterboxes itself
+    loaded = [load_image(s.image, size, fit) for s in test]  # (image, original (H, W)) each
+    originals = None if copy else [hw for _, hw in loaded]
+    inference = detector.run(torch.stack([image for image, _ in loaded]), originals=originals)
     maps, scores, masks = [], [], []
     for amap, sample, (_, original_hw) in zip(inference.maps, test, loaded, strict=True):
         if copy:
