@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from siamese_ad.cli import main
 from siamese_ad.config import Config
@@ -105,3 +107,39 @@ def predict_both(run: Path, model: Path, category: Path, out: Path) -> tuple[Row
         with (out / name / "scores.csv").open() as fh:
             rows.append({r["image"]: r for r in csv.DictReader(fh)})
     return rows[0], rows[1]
+
+
+@dataclass(frozen=True)
+class CommandRun:
+    """A tiny run trained through the CLI and what every later command wrote from it."""
+
+    data: Path
+    model: Path
+    eval: Path
+    images: Path
+    predict: Path
+    onnx: Path
+    onnx_predict: Path
+
+
+def run_commands(
+    tmp: Path, category: Path, cfg: Config, flags: Sequence[str], pictures: Sequence[np.ndarray]
+) -> CommandRun:
+    """`train` (the config, then `flags`), `evaluate`, `predict` of `pictures` (written as PNGs)
+    through the checkpoint, `export` to ONNX, and `predict` through the graph; each must exit 0."""
+    names = ("model", "eval", "in", "pred", "model.onnx", "pred-onnx")
+    out = CommandRun(category, *(tmp / name for name in names))
+    config = tmp / "tiny.yaml"
+    cfg.to_yaml(config)
+    train = ["train", "--config", str(config), "--data", str(category), "--out", str(out.model)]
+    assert main([*train, *flags]) == 0
+    assert main(["evaluate", "--checkpoint", str(out.model), "--out", str(out.eval)]) == 0
+    out.images.mkdir()
+    for i, picture in enumerate(pictures):
+        Image.fromarray(picture).save(out.images / f"{i}.png")
+    predict = ["predict", str(out.images), "--device", "cpu", "--out"]
+    assert main([*predict, str(out.predict), "--checkpoint", str(out.model)]) == 0
+    export = ["export", "--checkpoint", str(out.model), "--format", "onnx", "--out", str(out.onnx)]
+    assert main(export) == 0
+    assert main([*predict, str(out.onnx_predict), "--model", str(out.onnx)]) == 0
+    return out

@@ -6,16 +6,15 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import CommandRun, run_commands
 from PIL import Image
 
-from siamese_ad.cli import main
 from siamese_ad.config import Config, ConfigError, preset
 from siamese_ad.data.decode import fit_rgb
 from siamese_ad.data.fit import content_box, letterbox, pad_mask, padded_hw, unpad, unpad_images
@@ -103,43 +102,18 @@ def test_fit_is_checked_and_the_cpu_preset_letterboxes() -> None:
         cfg.validate()
 
 
-@dataclass
-class Run:
-    """A tiny run trained letterboxed and what the commands wrote from it."""
-
-    model: Path
-    eval: Path
-    images: Path
-    predict: Path
-    onnx: Path
-    onnx_predict: Path
-
-
 @pytest.fixture(scope="module")
 def run(
     tmp_path_factory: pytest.TempPathFactory,
     tiny_category: Path,
     make_config: Callable[[Path], Config],
-) -> Run:
+) -> CommandRun:
     tmp = tmp_path_factory.mktemp("fit_pad")
-    out = Run(*(tmp / name for name in ("model", "eval", "in", "pred", "m.onnx", "pred-onnx")))
-    config = tmp / "tiny.yaml"
-    make_config(tiny_category).to_yaml(config)
-    train = ["train", "--config", str(config), "--data", str(tiny_category), "--out"]
-    assert main([*train, str(out.model), *FLAGS]) == 0
-    assert main(["evaluate", "--checkpoint", str(out.model), "--out", str(out.eval)]) == 0
-    out.images.mkdir()
-    for i, hw in enumerate(ORIGINALS):
-        Image.fromarray(smooth_image(hw)).save(out.images / f"{i}.png")
-    predict = ["predict", str(out.images), "--device", "cpu", "--out"]
-    assert main([*predict, str(out.predict), "--checkpoint", str(out.model)]) == 0
-    export = ["export", "--checkpoint", str(out.model), "--format", "onnx", "--out", str(out.onnx)]
-    assert main(export) == 0
-    assert main([*predict, str(out.onnx_predict), "--model", str(out.onnx)]) == 0
-    return out
+    pictures = [smooth_image(hw) for hw in ORIGINALS]
+    return run_commands(tmp, tiny_category, make_config(tiny_category), FLAGS, pictures)
 
 
-def test_scores_are_the_max_of_the_map_on_the_image_not_its_padding(run: Run) -> None:
+def test_scores_are_the_max_of_the_map_on_the_image_not_its_padding(run: CommandRun) -> None:
     detector = Detector.load(run.model, "cpu")
     assert detector.cfg.data.fit == "pad"
     images = [smooth_image(hw) for hw in ORIGINALS]
@@ -157,7 +131,7 @@ def test_scores_are_the_max_of_the_map_on_the_image_not_its_padding(run: Run) ->
         assert p.score == pytest.approx(float(s), abs=1e-5)
 
 
-def test_evaluate_and_predict_show_each_image_on_its_own_geometry(run: Run) -> None:
+def test_evaluate_and_predict_show_each_image_on_its_own_geometry(run: CommandRun) -> None:
     metrics = json.loads((run.eval / "metrics.json").read_text())
     assert 0.0 <= metrics["pixel_auroc"] <= 1.0 and 0.0 <= metrics["image_auroc"] <= 1.0
     panels = sorted((run.eval / "heatmaps").glob("*.png"))
@@ -165,7 +139,7 @@ def test_evaluate_and_predict_show_each_image_on_its_own_geometry(run: Run) -> N
     assert np.load(run.predict / "maps.npy").shape == (len(ORIGINALS), *HW)
 
 
-def test_the_onnx_graph_letterboxes_and_agrees_with_pytorch(run: Run) -> None:
+def test_the_onnx_graph_letterboxes_and_agrees_with_pytorch(run: CommandRun) -> None:
     assert json.loads(run.onnx.with_suffix(".json").read_text())["fit"] == "pad"
     with (run.predict / "scores.csv").open() as a, (run.onnx_predict / "scores.csv").open() as b:
         ref, got = list(csv.DictReader(a)), list(csv.DictReader(b))

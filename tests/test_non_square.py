@@ -6,12 +6,12 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from conftest import CommandRun, run_commands
 from PIL import Image
 
 from siamese_ad.app.onnx_predict import OnnxDetector
@@ -28,54 +28,26 @@ FLAGS = [
 ORIGINALS = [(50, 70), (90, 30), (32, 32)]  # (height, width) of the images given to predict
 
 
-@dataclass
-class Run:
-    """A tiny run trained at HW and what the commands wrote from it."""
-
-    data: Path
-    model: Path
-    eval: Path
-    images: Path
-    predict: Path
-    onnx: Path
-    onnx_predict: Path
-
-
 @pytest.fixture(scope="module")
 def run(
     tmp_path_factory: pytest.TempPathFactory,
     tiny_category: Path,
     make_config: Callable[[Path], Config],
-) -> Run:
-    tmp = tmp_path_factory.mktemp("non_square")
-    names = ("model", "eval", "in", "pred", "model.onnx", "pred-onnx")
-    out = Run(tiny_category, *(tmp / name for name in names))
-    config = tmp / "tiny.yaml"
-    make_config(tiny_category).to_yaml(config)
-    train = ["train", "--config", str(config), "--data", str(tiny_category), "--out"]
-    assert main([*train, str(out.model), *FLAGS]) == 0
-    assert main(["evaluate", "--checkpoint", str(out.model), "--out", str(out.eval)]) == 0
-    out.images.mkdir()
+) -> CommandRun:
     rng = np.random.default_rng(0)
-    for i, hw in enumerate(ORIGINALS):
-        picture = rng.integers(0, 256, (*hw, 3), dtype=np.uint8)
-        Image.fromarray(picture).save(out.images / f"{i}.png")
-    predict = ["predict", str(out.images), "--device", "cpu", "--out"]
-    assert main([*predict, str(out.predict), "--checkpoint", str(out.model)]) == 0
-    export = ["export", "--checkpoint", str(out.model), "--format", "onnx", "--out", str(out.onnx)]
-    assert main(export) == 0
-    assert main([*predict, str(out.onnx_predict), "--model", str(out.onnx)]) == 0
-    return out
+    pictures = [rng.integers(0, 256, (*hw, 3), dtype=np.uint8) for hw in ORIGINALS]
+    tmp = tmp_path_factory.mktemp("non_square")
+    return run_commands(tmp, tiny_category, make_config(tiny_category), FLAGS, pictures)
 
 
-def test_the_run_saves_the_size_as_height_width(run: Run) -> None:
+def test_the_run_saves_the_size_as_height_width(run: CommandRun) -> None:
     saved = yaml.safe_load((run.model / "config.yaml").read_text())
     assert saved["data"]["image_size"] == [64, 32]
     cfg = Config.from_yaml(run.model / "config.yaml")
     assert cfg.data.image_size == HW and cfg.model_signature()["image_size"] == [64, 32]
 
 
-def test_maps_are_height_by_width_and_back_at_each_original_size(run: Run) -> None:
+def test_maps_are_height_by_width_and_back_at_each_original_size(run: CommandRun) -> None:
     detector = Detector.load(run.model, "cpu")
     images = sorted(run.images.glob("*.png"))
     maps = np.load(run.predict / "maps.npy")
@@ -85,7 +57,7 @@ def test_maps_are_height_by_width_and_back_at_each_original_size(run: Run) -> No
     assert all(p.mask is None or p.mask.shape == p.anomaly_map.shape for p in predictions)
 
 
-def test_evaluate_heat_maps_are_panels_at_the_input_size(run: Run) -> None:
+def test_evaluate_heat_maps_are_panels_at_the_input_size(run: CommandRun) -> None:
     metrics = json.loads((run.eval / "metrics.json").read_text())
     assert 0.0 <= metrics["pixel_auroc"] <= 1.0
     assert metrics["n_images"] == len(read_mvtec(run.data).test)
@@ -93,7 +65,7 @@ def test_evaluate_heat_maps_are_panels_at_the_input_size(run: Run) -> None:
     assert panels and all(Image.open(p).size == (4 * HW[1], HW[0]) for p in panels)
 
 
-def test_onnx_graph_takes_height_width_and_agrees_with_pytorch(run: Run) -> None:
+def test_onnx_graph_takes_height_width_and_agrees_with_pytorch(run: CommandRun) -> None:
     meta = json.loads(run.onnx.with_suffix(".json").read_text())
     assert meta["image_size"] == [64, 32] and meta["input"]["shape"] == ["batch", 3, 64, 32]
     assert OnnxDetector.load(run.onnx).image_hw == HW
