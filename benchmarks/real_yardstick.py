@@ -64,30 +64,25 @@ def score_run(run: Path, original: Path, copy: Path | None, per_type: int) -> di
     if copy:
         normals = [original_of(p, copy, original) for p in normals]
     anomalies = drawn(read_category(original, "mvtec").test, per_type, detector.cfg.train.seed)
-    images, masks, scores, maps, small_maps, small_masks = [], [], [], [], [], []
-    for path in normals + [s.image for s in anomalies]:
-        images.append(to_rgb_uint8(open_image(path)[0]))
-    for image, sample in zip(images, [None] * len(normals) + anomalies, strict=True):
+    masks, scores, maps, small_maps, small_masks = [], [], [], [], []
+    pairs = [(p, None) for p in normals] + [(s.image, s.mask) for s in anomalies]
+    for path, mask_path in pairs:
+        image = to_rgb_uint8(open_image(path)[0])
         hw = image.shape[:2]
         if copy:
             padded, box = letterbox(image, "symmetric", ratio_of(detector))
             amap = crop(detector.predict([padded])[0].anomaly_map, box)
         else:
             amap = torch.as_tensor(detector.predict([image])[0].anomaly_map)
-        mask = (
-            np.zeros(hw, bool)
-            if sample is None
-            else load_mask(sample.mask, hw, hw, sample.image).numpy()
-        )
         scores.append(float(amap.max()))
         maps.append(amap.numpy().ravel())
-        masks.append(mask.ravel())
         small_maps.append(F.interpolate(amap[None, None], size=size, mode="bilinear")[0, 0])
-        small_masks.append(
-            np.zeros(size, bool)
-            if sample is None
-            else load_mask(sample.mask, size, hw, sample.image).numpy()
-        )
+        if mask_path is None:  # a normal image: no defect anywhere
+            masks.append(np.zeros(hw[0] * hw[1], bool))
+            small_masks.append(np.zeros(size, bool))
+        else:
+            masks.append(load_mask(mask_path, hw, hw, path).numpy().ravel())
+            small_masks.append(load_mask(mask_path, size, hw, path).numpy())
     labels = np.r_[np.zeros(len(normals)), np.ones(len(anomalies))].astype(np.int64)
     flat, truth = np.concatenate(maps)[None, None], np.concatenate(masks)[None, None]
     row = {

@@ -76,12 +76,12 @@ def score_images(
     cover each image's part of its letterboxed input, as the Detector scores it."""
     model.eval()
     scorer = AnomalyScorer(model, cfg.scoring, cfg.deviation.topk).to(device).eval()
-    unpad = originals is not None and cfg.data.fit == "pad"
+    letterboxed = originals is not None and cfg.data.fit == "pad"
     outs = []
     for i, chunk in enumerate(images.split(cfg.train.batch_size)):  # whatever train.bf16 says
         with autocast(device, cfg.scoring.bf16 if bf16 is None else bf16):
             out = scorer(to_device(chunk, device, cfg.train.channels_last))
-        if unpad:
+        if letterboxed:
             start = i * cfg.train.batch_size
             out = out.unpadded(originals[start : start + len(chunk)], not scorer.uses_deviation())
         outs.append(out)
