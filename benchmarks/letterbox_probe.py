@@ -118,12 +118,17 @@ def original_of(path: Path, copy: Path, original: Path) -> Path:
 
 
 def score_test(
-    run: Path, original: Path, copy: Path | None, exclude: frozenset[str] = frozenset()
+    run: Path,
+    original: Path,
+    copy: Path | None,
+    exclude: frozenset[str] = frozenset(),
+    detector: Detector | None = None,
 ) -> dict[str, float]:
     """Image AUROC (max of the cropped map), pixel AUROC and AUPRO, overall and per defect,
-    printed and returned; images whose `key` is in `exclude` are left out.
+    printed and returned; images whose `key` is in `exclude` are left out. `detector` (default:
+    the run's, loaded) lets a probe score the run with another scorer.
     """
-    detector = Detector.load(run, "cpu")
+    detector = detector or Detector.load(run, "cpu")
     size = detector.cfg.data.size_hw
     boxes = json.loads((copy / BOXES).read_text()) if copy else {}
     root = copy or original
@@ -152,6 +157,8 @@ def score_test(
     labels, top = np.array([s.label for s in test]), np.array(scores)
     figures = {
         "image_auroc": metrics.image_auroc(top, labels),
+        # the configured image score (after stage 2: deviation or max, as train chose)
+        "image_auroc_configured": metrics.image_auroc(inference.scores, labels),
         "pixel_auroc": metrics.pixel_auroc(stack, truth),
         "aupro": metrics.aupro(stack, truth),
     }

@@ -56,15 +56,20 @@ def drawn(test: list[Sample], per_type: int, seed: int) -> list[Sample]:
     return chosen
 
 
-def score_run(run: Path, original: Path, copy: Path | None, per_type: int) -> dict:
-    """The yardstick's figures for one run, then its test split without the drawn images."""
-    detector = Detector.load(run, "cpu")
+def score_run(
+    run: Path, original: Path, copy: Path | None, per_type: int, detector: Detector | None = None
+) -> dict:
+    """The yardstick's figures for one run, then its test split without the drawn images.
+
+    `detector` (default: the run's, loaded) lets a probe score the run with another scorer.
+    """
+    detector = detector or Detector.load(run, "cpu")
     size = detector.cfg.data.size_hw
     normals = [Path(s.image) for s in validation_samples(detector)]
     if copy:
         normals = [original_of(p, copy, original) for p in normals]
     anomalies = drawn(read_category(original, "mvtec").test, per_type, detector.cfg.train.seed)
-    masks, scores, maps, small_maps, small_masks = [], [], [], [], []
+    masks, scores, configured, maps, small_maps, small_masks = [], [], [], [], [], []
     pairs = [(p, None) for p in normals] + [(s.image, s.mask) for s in anomalies]
     for path, mask_path in pairs:
         image = to_rgb_uint8(open_image(path)[0])
@@ -73,7 +78,9 @@ def score_run(run: Path, original: Path, copy: Path | None, per_type: int) -> di
             padded, box = letterbox(image, "symmetric", ratio_of(detector))
             amap = crop(detector.predict([padded])[0].anomaly_map, box)
         else:
-            amap = torch.as_tensor(detector.predict([image])[0].anomaly_map)
+            prediction = detector.predict([image])[0]
+            amap = torch.as_tensor(prediction.anomaly_map)
+            configured.append(prediction.score)
         scores.append(float(amap.max()))
         maps.append(amap.numpy().ravel())
         small_maps.append(F.interpolate(amap[None, None], size=size, mode="bilinear")[0, 0])
@@ -93,6 +100,10 @@ def score_run(run: Path, original: Path, copy: Path | None, per_type: int) -> di
         "anomalies": len(anomalies),
         "real_image": metrics.image_auroc(np.array(scores), labels),
         "real_pixel": metrics.pixel_auroc(flat, truth),
+        # the configured image score (after stage 2: deviation or max, as train chose)
+        "real_image_configured": metrics.image_auroc(np.array(configured), labels)
+        if configured
+        else None,
         "real_aupro": metrics.aupro(torch.stack(small_maps).numpy(), np.stack(small_masks)),
     }
     print(
@@ -101,7 +112,8 @@ def score_run(run: Path, original: Path, copy: Path | None, per_type: int) -> di
         f"AUPRO {100 * row['real_aupro']:.2f}",
         flush=True,
     )
-    rest = score_test(run, original, copy, frozenset(key(s.image, original) for s in anomalies))
+    drawn_keys = frozenset(key(s.image, original) for s in anomalies)
+    rest = score_test(run, original, copy, drawn_keys, detector)
     row.update({f"rest_{name}": value for name, value in rest.items()})
     return row
 
