@@ -24,7 +24,7 @@ import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from feature_pool import pooled
 from real_yardstick import score_run
 
 from siamese_ad.config import ScoringConfig
@@ -32,19 +32,7 @@ from siamese_ad.data.images import load_image
 from siamese_ad.device import to_device
 from siamese_ad.evaluation.inference import Detector
 from siamese_ad.evaluation.thresholds import validation_samples
-from siamese_ad.models.unet import FeaturePair
 from siamese_ad.scoring import AnomalyOutput, AnomalyScorer, combine_stages, stage_distances
-
-
-def pooled(pair: FeaturePair, k: int) -> FeaturePair:
-    """Each stage's features averaged over a k x k window (stride 1; k = 1: unchanged)."""
-    if k == 1:
-        return pair
-
-    def avg(x: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool2d(x.float(), k, stride=1, padding=k // 2, count_include_pad=False)
-
-    return FeaturePair([avg(t) for t in pair.teacher], [avg(s) for s in pair.student])
 
 
 class WindowScorer(AnomalyScorer):
