@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -11,6 +12,10 @@ from siamese_ad.config import ConfigError, ModelConfig
 from siamese_ad.models.bottleneck import OneClassBottleneck
 from siamese_ad.models.student import StudentDecoder
 from siamese_ad.models.teacher import Teacher, build_teacher
+
+# a channel (nearly) constant over the training images is divided by this fraction of its stage's
+# mean std, not by ~0: it weighs at most 1 / FEATURE_STD_FLOOR times a typical channel
+FEATURE_STD_FLOOR = 0.1
 
 
 @dataclass
@@ -34,7 +39,10 @@ class TeacherStudentUNet(nn.Module):
     to standardise the deviation score; `deviation_ready` says whether they were set; and
     `stage_map_mean` (n,), each stage's mean (1 - cos) over the pixels of normal held-out images,
     set at the end of training, which scoring.map_norm "mean" divides each stage's map by (ones
-    until then, and in checkpoints written before it existed: the plain sum).
+    until then, and in checkpoints written before it existed: the plain sum). With
+    model.feature_norm "channel" it also holds each stage's per-channel teacher statistics
+    (`feature_mean_i`, `feature_std_i`, each (C_i,)), set by train before the first epoch, and
+    `teacher_features` returns the teacher's features standardised with them.
     """
 
     def __init__(
@@ -44,6 +52,7 @@ class TeacherStudentUNet(nn.Module):
         cpam_fusion: str,
         decoder_blocks: int,
         bottleneck_channels: int = 0,
+        feature_norm: str = "none",
     ) -> None:
         super().__init__()
         self.teacher = teacher
@@ -63,6 +72,11 @@ class TeacherStudentUNet(nn.Module):
         self.register_buffer("stage_std", torch.ones(n))
         self.register_buffer("deviation_ready", torch.tensor(False))
         self.register_buffer("stage_map_mean", torch.ones(n))
+        self.feature_norm = feature_norm
+        if feature_norm == "channel":
+            for i, c in enumerate(teacher.channels):
+                self.register_buffer(f"feature_mean_{i}", torch.zeros(c))
+                self.register_buffer(f"feature_std_{i}", torch.ones(c))
 
     @property
     def num_stages(self) -> int:
@@ -84,9 +98,50 @@ class TeacherStudentUNet(nn.Module):
         )
 
     def teacher_features(self, images: Tensor) -> list[Tensor]:
-        """(B, 3, H, W) in [0, 1] -> [T_1, ..., T_n], without gradients."""
+        """(B, 3, H, W) in [0, 1] -> [T_1, ..., T_n], without gradients; standardised per
+        channel under model.feature_norm "channel"."""
         with torch.no_grad():
-            return [t.detach() for t in self.teacher(images)]
+            features = self.teacher(images)
+            if self.feature_norm == "channel":
+                features = [
+                    (t - mean.view(1, -1, 1, 1).to(t.dtype)) / std.view(1, -1, 1, 1).to(t.dtype)
+                    for t, (mean, std) in zip(features, self.feature_statistics(), strict=True)
+                ]
+            return [t.detach() for t in features]
+
+    def feature_statistics(self) -> list[tuple[Tensor, Tensor]]:
+        """Per stage, the (C_i,) mean and std that model.feature_norm "channel" applies."""
+        return [
+            (getattr(self, f"feature_mean_{i}"), getattr(self, f"feature_std_{i}"))
+            for i in range(self.num_stages)
+        ]
+
+    @torch.no_grad()
+    def fit_feature_norm(self, batches: Iterable[Tensor]) -> None:
+        """Sets each teacher channel's mean and std (model.feature_norm "channel") over every
+        pixel of the images in `batches` ((B, 3, H, W) in [0, 1] each), in float64."""
+        sums: list[Tensor] | None = None
+        for images in batches:
+            features = [t.double() for t in self.teacher(images)]
+            moments = [
+                (t.sum((0, 2, 3)), (t * t).sum((0, 2, 3)), t[:, 0].numel()) for t in features
+            ]
+            sums = (
+                moments
+                if sums is None
+                else [
+                    (a + x, b + y, n + m)
+                    for (a, b, n), (x, y, m) in zip(sums, moments, strict=True)
+                ]
+            )
+        if sums is None:
+            raise ValueError("fit_feature_norm needs at least one batch of images")
+        for i, (total, square, count) in enumerate(sums):
+            mean = total / count
+            std = (square / count - mean * mean).clamp_min(0).sqrt()
+            std = std.clamp_min(FEATURE_STD_FLOOR * float(std.mean()) + 1e-12)
+            getattr(self, f"feature_mean_{i}").copy_(mean)
+            getattr(self, f"feature_std_{i}").copy_(std)
 
     def forward(
         self,
@@ -123,5 +178,10 @@ def build_unet(cfg: ModelConfig, weights: str | None = None) -> TeacherStudentUN
             cfg.backbone, weights or cfg.weights, cfg.teacher_stages, cfg.input_norm
         )
     return TeacherStudentUNet(
-        teacher, cfg.cpam, cfg.cpam_fusion, cfg.decoder_blocks, cfg.bottleneck_channels
+        teacher,
+        cfg.cpam,
+        cfg.cpam_fusion,
+        cfg.decoder_blocks,
+        cfg.bottleneck_channels,
+        cfg.feature_norm,
     )

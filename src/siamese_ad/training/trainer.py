@@ -37,7 +37,7 @@ from siamese_ad.data.modality import image_loader
 from siamese_ad.data.sample import Sample
 from siamese_ad.data.splits import MANIFEST, Split, make_split, record_sha256
 from siamese_ad.data.synthesis import AnomalySynthesizer
-from siamese_ad.device import select_device
+from siamese_ad.device import select_device, to_device
 from siamese_ad.io import atomic_write_text
 from siamese_ad.models.teacher import input_multiple, resolve_stages
 from siamese_ad.models.unet import TeacherStudentUNet, build_unet
@@ -345,7 +345,8 @@ def _prepare(cfg: Config, out_dir: Path, resume: bool) -> tuple[_Run, dict | Non
     manifest = split.manifest.to_dict()
     loader = image_loader(cfg.data, out_dir)
     optimizer_state = None
-    if resume and ckpt.exists():
+    resumed = resume and ckpt.exists()
+    if resumed:
         model, state, optimizer_state = _resume(ckpt, cfg, manifest, device)
     else:
         model, state = build_unet(cfg.model).to(device), TrainingState()
@@ -353,6 +354,9 @@ def _prepare(cfg: Config, out_dir: Path, resume: bool) -> tuple[_Run, dict | Non
         (out_dir / SNAPSHOT).unlink(missing_ok=True)
     model.check_input_size(cfg.data.size_hw)  # before decoding a single image
     normals = load_images(split.train, cfg.data.image_size, loader, "training images").images
+    if not resumed and cfg.model.feature_norm == "channel":  # a resumed run has them stored
+        chunks = normals.split(cfg.train.batch_size)
+        model.fit_feature_norm(to_device(chunk, device, channels_last=False) for chunk in chunks)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = distributed.prepare_model(model)
