@@ -1,0 +1,132 @@
+"""model.feature_norm "channel": the teacher's feature channels standardised with their mean and std
+over the training normals, fitted by train before the first epoch, saved and exported."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import CommandRun, run_commands
+
+from siamese_ad.checkpoint import read_checkpoint
+from siamese_ad.config import Config, ConfigError
+from siamese_ad.data.dataset import read_category
+from siamese_ad.data.images import load_image
+from siamese_ad.device import to_device
+from siamese_ad.evaluation.inference import Detector
+from siamese_ad.models.unet import FEATURE_STD_FLOOR, build_unet
+
+FLAGS = ["--model.feature_norm", "channel", "--no-contrastive", "--device", "cpu"]
+
+
+def _model(cfg: Config, feature_norm: str) -> torch.nn.Module:
+    cfg.model.feature_norm = feature_norm
+    torch.manual_seed(0)
+    return build_unet(cfg.validate().model).eval()
+
+
+def _images(n: int = 6, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, 32, 32, generator=g)
+
+
+def test_fitted_statistics_standardise_the_teacher_features_of_the_fitted_images(
+    tiny_config: Config,
+) -> None:
+    model = _model(tiny_config, "channel")
+    images = _images()
+    model.fit_feature_norm(images.split(4))  # two batches: the moments add up across them
+    raw = model.teacher(images)
+    for t, r, (mean, _std) in zip(
+        model.teacher_features(images), raw, model.feature_statistics(), strict=True
+    ):
+        torch.testing.assert_close(mean, r.double().mean((0, 2, 3)).float(), rtol=1e-4, atol=1e-5)
+        assert t.mean((0, 2, 3)).abs().max() < 1e-3
+        spread = r.double().std((0, 2, 3), unbiased=False)
+        kept = spread > FEATURE_STD_FLOOR * spread.mean() * 1.01  # channels not at the floor
+        assert kept.any()
+        got = t.double().std((0, 2, 3), unbiased=False)[kept]
+        torch.testing.assert_close(got, torch.ones_like(got), rtol=1e-3, atol=1e-3)
+
+
+def test_a_constant_channel_is_divided_by_the_floor_not_by_zero(tiny_config: Config) -> None:
+    model = _model(tiny_config, "channel")
+    images = _images()
+    real = model.teacher.forward  # the bound method, before it is replaced
+
+    def with_a_constant_channel(x: torch.Tensor) -> list[torch.Tensor]:
+        features = real(x)
+        features[0][:, 0] = 3.0  # channel 0 of stage 0 never varies
+        return features
+
+    model.teacher.forward = with_a_constant_channel
+    model.fit_feature_norm([images])
+    mean, std = model.feature_statistics()[0]
+    assert mean[0].item() == pytest.approx(3.0)
+    assert std[0].item() == pytest.approx(FEATURE_STD_FLOOR * std[1:].mean().item(), rel=0.1)
+    assert torch.isfinite(model.teacher_features(_images(seed=1))[0]).all()
+
+
+def test_without_feature_norm_the_model_holds_no_statistics_and_returns_raw_features(
+    tiny_config: Config,
+) -> None:
+    model = _model(tiny_config, "none")
+    assert not any(k.startswith("feature_") for k in model.state_dict())
+    images = _images()
+    for got, want in zip(model.teacher_features(images), model.teacher(images), strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_feature_norm_is_checked(tiny_config: Config) -> None:
+    tiny_config.model.feature_norm = "batch"
+    with pytest.raises(ConfigError, match=r"model\.feature_norm"):
+        tiny_config.validate()
+
+
+@pytest.fixture(scope="module")
+def run(
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_category: Path,
+    make_config: Callable[[Path], Config],
+) -> CommandRun:
+    tmp = tmp_path_factory.mktemp("feature_norm")
+    g = np.random.default_rng(0)
+    pictures = [g.integers(0, 256, (40, 40, 3), dtype=np.uint8) for _ in range(3)]
+    return run_commands(tmp, tiny_category, make_config(tiny_category), FLAGS, pictures)
+
+
+def test_train_fits_the_statistics_on_its_training_normals(run: CommandRun) -> None:
+    payload = read_checkpoint(run.model)
+    stored = {k: v for k, v in payload["model"].items() if k.startswith("feature_")}
+    detector = Detector.load(run.model, "cpu")
+    cfg = detector.cfg
+    assert cfg.model.feature_norm == "channel" and len(stored) == 6
+    data = read_category(run.data, "mvtec")
+    train = set(payload["manifest"]["train"])
+    paths = [s.image for s in data.train if s.image.relative_to(data.root).as_posix() in train]
+    images = torch.stack([load_image(p, cfg.data.size_hw, cfg.data.fit)[0] for p in paths])
+    fresh = _model(cfg, "channel")
+    fresh.fit_feature_norm([to_device(images, torch.device("cpu"), channels_last=False)])
+    for (mean, std), (want_mean, want_std) in zip(
+        detector.scorer.model.feature_statistics(), fresh.feature_statistics(), strict=True
+    ):
+        torch.testing.assert_close(mean, want_mean, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(std, want_std, rtol=1e-4, atol=1e-5)
+        assert not torch.equal(std, torch.ones_like(std))
+
+
+def test_the_onnx_graph_standardises_as_pytorch_does(run: CommandRun) -> None:
+    assert json.loads(run.onnx.with_suffix(".json").read_text())["outputs"][:2] == ["map", "score"]
+    with (run.predict / "scores.csv").open() as a, (run.onnx_predict / "scores.csv").open() as b:
+        ref, got = list(csv.DictReader(a)), list(csv.DictReader(b))
+    assert len(ref) == 3 and [r["image"] for r in ref] == [r["image"] for r in got]
+    for r, g in zip(ref, got, strict=True):
+        assert abs(float(r["score"]) - float(g["score"])) <= 1e-4 * max(1.0, abs(float(r["score"])))
+    ref_maps, got_maps = np.load(run.predict / "maps.npy"), np.load(run.onnx_predict / "maps.npy")
+    scale = max(float(np.abs(ref_maps.astype(np.float32)).max()), 1.0)
+    assert np.abs(ref_maps.astype(np.float32) - got_maps).max() <= 1e-3 * scale
