@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -50,17 +51,27 @@ class WindowScorer(AnomalyScorer):
 
 
 @torch.inference_mode()
-def window_means(detector: Detector, k: int) -> torch.Tensor:
-    """(n,) each stage's mean (1 - cos) of k x k averaged features over the validation normals."""
+def normal_means(
+    detector: Detector, distances: Callable[[torch.Tensor], list[torch.Tensor]]
+) -> torch.Tensor:
+    """(n,) each stage's mean of `distances` (images in [0, 1] -> per-stage (B, h, w) maps) over
+    the run's held-out validation normals: scoring.map_norm "mean"'s divisors, as train takes
+    them."""
     cfg = detector.cfg
     paths = [Path(s.image) for s in validation_samples(detector)]
     images = torch.stack([load_image(p, cfg.data.size_hw, cfg.data.fit)[0] for p in paths])
     total = None
     for chunk in images.split(cfg.train.batch_size):
-        pair = detector.scorer.model(to_device(chunk, detector.device, cfg.train.channels_last))
-        sums = torch.stack([d.mean(dim=(1, 2)).sum() for d in stage_distances(pooled(pair, k))])
+        dists = distances(to_device(chunk, detector.device, cfg.train.channels_last))
+        sums = torch.stack([d.mean(dim=(1, 2)).sum() for d in dists])
         total = sums if total is None else total + sums
     return (total / len(images)).clamp_min(1e-6)
+
+
+def window_means(detector: Detector, k: int) -> torch.Tensor:
+    """(n,) each stage's mean (1 - cos) of k x k averaged features over the validation normals."""
+    model = detector.scorer.model
+    return normal_means(detector, lambda x: stage_distances(pooled(model(x), k)))
 
 
 def main() -> None:

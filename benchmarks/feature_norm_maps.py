@@ -1,0 +1,91 @@
+"""Maps of a model trained with model.feature_norm "channel", judged on the real-defects yardstick.
+
+Such a model's student restores the teacher's features standardised per channel, (T - m) / s, and
+its map compares the two there ("standardised", the map as built). Its student's output also
+implies raw features, S * s + m, which can be compared with the teacher's raw features T as the
+map of a model without feature_norm does ("raw"): 1 - cos(T, S * s + m) per pixel, with no
+training. This probe scores each run both ways through benchmarks/real_yardstick.py (its
+real-defects yardstick, then the rest of its test split, reported and never chosen by); each
+variant's per-stage means (scoring.map_norm "mean") come from the run's held-out normals, as
+train takes them. A candidate that takes the image score from one map and the heat map from the
+other reads its figures off the two rows.
+
+    python benchmarks/feature_norm_maps.py ../shared/datasets/<category> runs/exp/<run> \
+        [more runs] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from map_window import WindowScorer, normal_means
+from real_yardstick import score_run
+
+from siamese_ad.evaluation.inference import Detector
+from siamese_ad.models.unet import FeaturePair
+from siamese_ad.scoring import AnomalyOutput, AnomalyScorer, combine_stages, stage_distances
+
+VARIANTS = ("standardised", "raw")
+
+
+class FeatureNormScorer(WindowScorer):
+    """The preset's scorer (no stage 2) on standardised or on de-standardised features."""
+
+    def __init__(self, base: AnomalyScorer, variant: str, means: torch.Tensor) -> None:
+        super().__init__(base, 1, means)
+        self.variant = variant
+
+    def distances(self, images: torch.Tensor) -> list[torch.Tensor]:
+        pair = self.model(images)
+        if self.variant == "raw":
+            stats = self.model.feature_statistics()
+
+            def raw(features: list[torch.Tensor]) -> list[torch.Tensor]:
+                return [
+                    x.float() * s.view(1, -1, 1, 1) + m.view(1, -1, 1, 1)
+                    for x, (m, s) in zip(features, stats, strict=True)
+                ]
+
+            pair = FeaturePair(raw(pair.teacher), raw(pair.student))
+        return stage_distances(pair)
+
+    def forward(self, images: torch.Tensor) -> AnomalyOutput:
+        amap = combine_stages(self.distances(images), images.shape[-2:], self.blur, self.means)
+        score = amap.flatten(1).amax(dim=1)
+        return AnomalyOutput(amap, score, score, None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("original", type=Path, help="the category, MVTec AD layout")
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--per-type", type=int, default=3, help="real anomalies per defect type")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore", message="mask .* holds values")  # magnetic_tile's masks
+    rows = []
+    for run in args.runs:
+        detector = Detector.load(run, "cpu")
+        if detector.cfg.model.feature_norm != "channel" or detector.scorer.deviation_ready:
+            raise SystemExit(f"{run}: not a feature_norm channel model without stage 2")
+        base = detector.scorer
+        for variant in VARIANTS:
+            scorer = FeatureNormScorer(base, variant, torch.ones(base.model.num_stages)).eval()
+            scorer.means = normal_means(detector, scorer.distances)
+            if variant == "standardised":  # the map as built: train stored these means
+                stored = base.model.stage_map_mean
+                print(f"{run.name}: means {scorer.means.tolist()} stored {stored.tolist()}")
+            detector.scorer = scorer
+            print(f"{run.name}: {variant}", flush=True)
+            row = score_run(run, args.original, None, args.per_type, detector)
+            rows.append({"variant": variant, **row})
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
