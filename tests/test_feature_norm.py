@@ -54,6 +54,17 @@ def test_fitted_statistics_standardise_the_teacher_features_of_the_fitted_images
         torch.testing.assert_close(got, torch.ones_like(got), rtol=1e-3, atol=1e-3)
 
 
+def test_centre_takes_off_the_mean_and_keeps_each_channels_scale(tiny_config: Config) -> None:
+    model = _model(tiny_config, "centre")
+    images = _images()
+    model.fit_feature_norm([images])
+    raw, stats = model.teacher(images), model.feature_statistics()
+    for t, r, (mean, std) in zip(model.teacher_features(images), raw, stats, strict=True):
+        assert torch.equal(std, torch.ones_like(std)) and mean.abs().max() > 0
+        torch.testing.assert_close(t, r - mean.view(1, -1, 1, 1), rtol=1e-5, atol=1e-5)
+        assert t.mean((0, 2, 3)).abs().max() < 1e-3
+
+
 def test_a_constant_channel_is_divided_by_the_floor_not_by_zero(tiny_config: Config) -> None:
     model = _model(tiny_config, "channel")
     images = _images()

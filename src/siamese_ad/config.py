@@ -187,8 +187,9 @@ class ModelConfig:
     # channel: each teacher feature channel is standardised with its mean and standard deviation
     # over the training normals (set by train before the first epoch), so the student restores,
     # and the map's cosine compares, deviations from the typical feature instead of features
-    # that share one large mean direction (EfficientAD standardises its teacher so)
-    feature_norm: str = "none"  # none | channel
+    # that share one large mean direction (EfficientAD standardises its teacher so); centre:
+    # the mean only is taken off, each channel keeps its scale
+    feature_norm: str = "none"  # none | channel | centre
 
     def validate(self) -> None:
         error = backbone_error(self.backbone)
@@ -196,7 +197,7 @@ class ModelConfig:
             raise ConfigError(error)
         _check_choice("model.cpam_fusion", self.cpam_fusion, ("gated", "literal"))
         _check_choice("model.input_norm", self.input_norm, INPUT_NORMS)
-        _check_choice("model.feature_norm", self.feature_norm, ("none", "channel"))
+        _check_choice("model.feature_norm", self.feature_norm, ("none", "channel", "centre"))
         _check_positive("model.decoder_blocks", self.decoder_blocks)
         _check_positive("model.bottleneck_channels", self.bottleneck_channels, allow_zero=True)
         stages = self.teacher_stages

@@ -16,6 +16,7 @@ from siamese_ad.models.teacher import Teacher, build_teacher
 # a channel (nearly) constant over the training images is divided by this fraction of its stage's
 # mean std, not by ~0: it weighs at most 1 / FEATURE_STD_FLOOR times a typical channel
 FEATURE_STD_FLOOR = 0.1
+FEATURE_NORMS = ("channel", "centre")  # model.feature_norm values that hold statistics
 
 
 @dataclass
@@ -40,9 +41,9 @@ class TeacherStudentUNet(nn.Module):
     `stage_map_mean` (n,), each stage's mean (1 - cos) over the pixels of normal held-out images,
     set at the end of training, which scoring.map_norm "mean" divides each stage's map by (ones
     until then, and in checkpoints written before it existed: the plain sum). With
-    model.feature_norm "channel" it also holds each stage's per-channel teacher statistics
-    (`feature_mean_i`, `feature_std_i`, each (C_i,)), set by train before the first epoch, and
-    `teacher_features` returns the teacher's features standardised with them.
+    model.feature_norm "channel" or "centre" it also holds each stage's per-channel teacher
+    statistics (`feature_mean_i`, `feature_std_i`, each (C_i,)), set by train before the first
+    epoch, and `teacher_features` returns the teacher's features standardised with them.
     """
 
     def __init__(
@@ -73,7 +74,7 @@ class TeacherStudentUNet(nn.Module):
         self.register_buffer("deviation_ready", torch.tensor(False))
         self.register_buffer("stage_map_mean", torch.ones(n))
         self.feature_norm = feature_norm
-        if feature_norm == "channel":
+        if feature_norm in FEATURE_NORMS:
             for i, c in enumerate(teacher.channels):
                 self.register_buffer(f"feature_mean_{i}", torch.zeros(c))
                 self.register_buffer(f"feature_std_{i}", torch.ones(c))
@@ -99,10 +100,10 @@ class TeacherStudentUNet(nn.Module):
 
     def teacher_features(self, images: Tensor) -> list[Tensor]:
         """(B, 3, H, W) in [0, 1] -> [T_1, ..., T_n], without gradients; standardised per
-        channel under model.feature_norm "channel"."""
+        channel under model.feature_norm "channel" (centred only under "centre")."""
         with torch.no_grad():
             features = self.teacher(images)
-            if self.feature_norm == "channel":
+            if self.feature_norm in FEATURE_NORMS:
                 features = [
                     (t - mean.view(1, -1, 1, 1).to(t.dtype)) / std.view(1, -1, 1, 1).to(t.dtype)
                     for t, (mean, std) in zip(features, self.feature_statistics(), strict=True)
@@ -110,7 +111,8 @@ class TeacherStudentUNet(nn.Module):
             return [t.detach() for t in features]
 
     def feature_statistics(self) -> list[tuple[Tensor, Tensor]]:
-        """Per stage, the (C_i,) mean and std that model.feature_norm "channel" applies."""
+        """Per stage, the (C_i,) mean and std that model.feature_norm applies (std ones under
+        "centre")."""
         return [
             (getattr(self, f"feature_mean_{i}"), getattr(self, f"feature_std_{i}"))
             for i in range(self.num_stages)
@@ -118,8 +120,9 @@ class TeacherStudentUNet(nn.Module):
 
     @torch.no_grad()
     def fit_feature_norm(self, batches: Iterable[Tensor]) -> None:
-        """Sets each teacher channel's mean and std (model.feature_norm "channel") over every
-        pixel of the images in `batches` ((B, 3, H, W) in [0, 1] each), in float64."""
+        """Sets each teacher channel's mean and std (model.feature_norm "channel"; "centre" keeps
+        std at one) over every pixel of the images in `batches` ((B, 3, H, W) in [0, 1] each),
+        in float64."""
         sums: list[Tensor] | None = None
         for images in batches:
             features = [t.double() for t in self.teacher(images)]
@@ -140,6 +143,8 @@ class TeacherStudentUNet(nn.Module):
             mean = total / count
             std = (square / count - mean * mean).clamp_min(0).sqrt()
             std = std.clamp_min(FEATURE_STD_FLOOR * float(std.mean()) + 1e-12)
+            if self.feature_norm == "centre":
+                std = torch.ones_like(std)
             getattr(self, f"feature_mean_{i}").copy_(mean)
             getattr(self, f"feature_std_{i}").copy_(std)
 

@@ -354,7 +354,7 @@ def _prepare(cfg: Config, out_dir: Path, resume: bool) -> tuple[_Run, dict | Non
         (out_dir / SNAPSHOT).unlink(missing_ok=True)
     model.check_input_size(cfg.data.size_hw)  # before decoding a single image
     normals = load_images(split.train, cfg.data.image_size, loader, "training images").images
-    if not resumed and cfg.model.feature_norm == "channel":  # a resumed run has them stored
+    if not resumed and cfg.model.feature_norm != "none":  # a resumed run has them stored
         chunks = normals.split(cfg.train.batch_size)
         model.fit_feature_norm(to_device(chunk, device, channels_last=False) for chunk in chunks)
     if cfg.train.channels_last:
