@@ -190,6 +190,10 @@ class ModelConfig:
     # that share one large mean direction (EfficientAD standardises its teacher so); centre:
     # the mean only is taken off, each channel keeps its scale
     feature_norm: str = "none"  # none | channel | centre
+    # how the student's features are compared with the teacher's, in the loss and the map:
+    # cosine (eq. 1 and 2), or squared: the mean squared difference over channels (EfficientAD's,
+    # defined also for centred features near zero, where the cosine is unstable)
+    distance: str = "cosine"  # cosine | squared
 
     def validate(self) -> None:
         error = backbone_error(self.backbone)
@@ -198,6 +202,7 @@ class ModelConfig:
         _check_choice("model.cpam_fusion", self.cpam_fusion, ("gated", "literal"))
         _check_choice("model.input_norm", self.input_norm, INPUT_NORMS)
         _check_choice("model.feature_norm", self.feature_norm, ("none", "channel", "centre"))
+        _check_choice("model.distance", self.distance, ("cosine", "squared"))
         _check_positive("model.decoder_blocks", self.decoder_blocks)
         _check_positive("model.bottleneck_channels", self.bottleneck_channels, allow_zero=True)
         stages = self.teacher_stages

@@ -86,14 +86,19 @@ def distillation_loss(
     Args:
         teacher: n encoder feature maps, each (B, C_i, H_i, W_i).
         student: n decoder feature maps with the same shapes.
-        reduction: "flatten" (cosine of each image's flattened stage map, as the RD code) or
-            "pixel" (cosine along channels per pixel, averaged over pixels).
+        reduction: "flatten" (cosine of each image's flattened stage map, as the RD code),
+            "pixel" (cosine along channels per pixel, averaged over pixels) or "squared" (the
+            mean squared difference, for model.distance "squared"; then not bounded by 2).
 
     Returns:
-        Scalar loss in [0, 2].
+        Scalar loss, in [0, 2] for the cosines.
     """
-    cosine = _pick(_DISTILL_COSINES, reduction, "distillation_loss")
     n = _check_stages("distillation_loss", teacher=teacher, student=student)
+    if reduction == "squared":  # model.distance "squared": the mean squared difference instead
+        pairs = zip(teacher, student, strict=True)
+        terms = [(t.float() - s.float()).pow(2).mean() for t, s in pairs]
+        return torch.stack(terms).sum() / n
+    cosine = _pick(_DISTILL_COSINES, reduction, "distillation_loss")
     terms = [(1.0 - cosine(t, s)).mean() for t, s in zip(teacher, student, strict=True)]
     return torch.stack(terms).sum() / n
 
@@ -151,8 +156,20 @@ def cosine_distance(teacher: Tensor, student: Tensor) -> Tensor:
     return 1.0 - F.cosine_similarity(teacher, student, dim=1)
 
 
-def stage_scores(teacher: Sequence[Tensor], student: Sequence[Tensor], fraction: float) -> Tensor:
-    """The raw per-stage scalar s_i of eq. 8: top-k mean of each stage's (1 - cos) map.
+def squared_distance(teacher: Tensor, student: Tensor) -> Tensor:
+    """Per-pixel mean squared difference along channels: (B, C, H, W) pair -> (B, H, W), the
+    stage anomaly map under model.distance "squared"."""
+    return (teacher - student).pow(2).mean(dim=1)
+
+
+DISTANCES = {"cosine": cosine_distance, "squared": squared_distance}  # model.distance
+
+
+def stage_scores(
+    teacher: Sequence[Tensor], student: Sequence[Tensor], fraction: float, distance: str = "cosine"
+) -> Tensor:
+    """The raw per-stage scalar s_i of eq. 8: top-k mean of each stage's distance map (1 - cos,
+    or the squared difference under model.distance "squared").
 
     Returns:
         (B, n) scores, computed in float32.
@@ -160,7 +177,7 @@ def stage_scores(teacher: Sequence[Tensor], student: Sequence[Tensor], fraction:
     _check_stages("stage_scores", teacher=teacher, student=student)
     return torch.stack(
         [
-            topk_mean(cosine_distance(t.float(), s.float()), fraction)
+            topk_mean(DISTANCES[distance](t.float(), s.float()), fraction)
             for t, s in zip(teacher, student, strict=True)
         ],
         dim=1,

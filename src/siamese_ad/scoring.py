@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from siamese_ad.config import ConfigError, ScoringConfig
 from siamese_ad.data.fit import unpad
 from siamese_ad.device import capturing_graph
-from siamese_ad.losses import cosine_distance, topk_mean
+from siamese_ad.losses import DISTANCES, topk_mean
 from siamese_ad.models.unet import FeaturePair, TeacherStudentUNet
 
 
@@ -82,21 +82,23 @@ def stage_distances(pair: FeaturePair) -> list[Tensor]:
     """
     with torch.autocast(device_type=pair.teacher[0].device.type, enabled=False):
         return [
-            _cosine_distance_float(t, s) for t, s in zip(pair.teacher, pair.student, strict=True)
+            _distance_float(t, s, pair.distance)
+            for t, s in zip(pair.teacher, pair.student, strict=True)
         ]
 
 
-def _cosine_distance_float(teacher: Tensor, student: Tensor) -> Tensor:
-    """cosine_distance in float32: (B, C, H, W) pair -> (B, H, W).
+def _distance_float(teacher: Tensor, student: Tensor, distance: str) -> Tensor:
+    """model.distance's per-pixel distance in float32: (B, C, H, W) pair -> (B, H, W).
 
     Eagerly on a CPU it goes image by image: the float32 temporaries of one image stay in the
     cache and the allocator's reuse, and the batch runs about ten times faster than in one piece
     (WRN50-2, batch 16). Traced or compiled graphs take the batch whole (the batch stays dynamic).
     """
+    measure = DISTANCES[distance]
     if teacher.device.type != "cpu" or capturing_graph() or len(teacher) == 1:
-        return cosine_distance(teacher.float(), student.float())
+        return measure(teacher.float(), student.float())
     pairs = zip(teacher.split(1), student.split(1), strict=True)
-    return torch.cat([cosine_distance(t.float(), s.float()) for t, s in pairs])
+    return torch.cat([measure(t.float(), s.float()) for t, s in pairs])
 
 
 def combine_stages(

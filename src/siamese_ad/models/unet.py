@@ -30,6 +30,12 @@ class FeaturePair:
 
     teacher: list[Tensor]
     student: list[Tensor]
+    distance: str = "cosine"  # model.distance: how the pair is compared (map and loss)
+
+    def loss_reduction(self, reduction: str) -> str:
+        """The distillation loss's reduction for this pair: "squared" under model.distance
+        "squared", else train.distill_reduction's `reduction`."""
+        return "squared" if self.distance == "squared" else reduction
 
 
 class TeacherStudentUNet(nn.Module):
@@ -54,6 +60,7 @@ class TeacherStudentUNet(nn.Module):
         decoder_blocks: int,
         bottleneck_channels: int = 0,
         feature_norm: str = "none",
+        distance: str = "cosine",
     ) -> None:
         super().__init__()
         self.teacher = teacher
@@ -73,7 +80,7 @@ class TeacherStudentUNet(nn.Module):
         self.register_buffer("stage_std", torch.ones(n))
         self.register_buffer("deviation_ready", torch.tensor(False))
         self.register_buffer("stage_map_mean", torch.ones(n))
-        self.feature_norm = feature_norm
+        self.feature_norm, self.distance = feature_norm, distance
         if feature_norm in FEATURE_NORMS:
             for i, c in enumerate(teacher.channels):
                 self.register_buffer(f"feature_mean_{i}", torch.zeros(c))
@@ -164,7 +171,7 @@ class TeacherStudentUNet(nn.Module):
         if teacher is None:
             teacher = self.teacher_features(images)
         student = self.student(self.bottleneck(teacher if student_input is None else student_input))
-        return FeaturePair(teacher, student)
+        return FeaturePair(teacher, student, self.distance)
 
     def trainable_state_dict(self) -> dict[str, Tensor]:
         """Everything but the teacher's weights (which are rebuilt from their source)."""
@@ -189,4 +196,5 @@ def build_unet(cfg: ModelConfig, weights: str | None = None) -> TeacherStudentUN
         cfg.decoder_blocks,
         cfg.bottleneck_channels,
         cfg.feature_norm,
+        cfg.distance,
     )

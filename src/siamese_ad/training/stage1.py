@@ -153,7 +153,7 @@ class Stage1Step(OptimizerStep):
         loss = con.lambda_cos * distillation_loss(
             [t[:n] for t in pair.teacher],
             [s[:n] for s in pair.student],
-            cfg.train.distill_reduction,
+            pair.loss_reduction(cfg.train.distill_reduction),
         )
         if con.enabled:
             s_n, s_aug, s_a = ([s[k * n : (k + 1) * n] for s in pair.student] for k in range(3))
@@ -193,7 +193,7 @@ class Stage1Step(OptimizerStep):
         n = len(normal)
         t_n, t_a = [t[:n] for t in pair.teacher], [t[n:] for t in pair.teacher]
         s_n, s_a = [s[:n] for s in pair.student], [s[n:] for s in pair.student]
-        reduction = cfg.train.distill_reduction
+        reduction = pair.loss_reduction(cfg.train.distill_reduction)
         loss = con.lambda_cos * distillation_loss(t_n, s_n, reduction)
         if con.lambda_denoise:
             loss = loss + con.lambda_denoise * distillation_loss(t_n, s_a, reduction)

@@ -30,7 +30,8 @@ def normal_statistics(
     for chunk in normals.split(cfg.train.batch_size):
         with autocast(device, cfg.train.bf16):
             pair = model(to_device(chunk, device, cfg.train.channels_last))
-        scores.append(stage_scores(pair.teacher, pair.student, cfg.deviation.topk).float().cpu())
+        raw = stage_scores(pair.teacher, pair.student, cfg.deviation.topk, pair.distance)
+        scores.append(raw.float().cpu())
     all_scores = torch.cat(scores)
     mean = all_scores.mean(dim=0)
     std = all_scores.std(dim=0, unbiased=len(all_scores) > 1)
@@ -61,13 +62,13 @@ class Stage2Step(OptimizerStep):
         self.model.train()
         with autocast(self.device, cfg.train.bf16):
             pair = self.model(torch.cat([normal, anomalous]), teacher)
-        raw = stage_scores(pair.teacher, pair.student, cfg.deviation.topk)
+        raw = stage_scores(pair.teacher, pair.student, cfg.deviation.topk, pair.distance)
         standardised = (raw - self.model.stage_mean) / self.model.stage_std
         loss = deviation_loss(standardised, labels, cfg.deviation.target)
         loss = loss + cfg.deviation.lambda_cos * distillation_loss(
             [t[:n] for t in pair.teacher],
             [s[:n] for s in pair.student],
-            cfg.train.distill_reduction,
+            pair.loss_reduction(cfg.train.distill_reduction),
         )
         return self.apply(loss, n, n_global)
 
