@@ -143,3 +143,24 @@ def run_commands(
     assert main(export) == 0
     assert main([*predict, str(out.onnx_predict), "--model", str(out.onnx)]) == 0
     return out
+
+
+def random_command_run(
+    tmp: Path, category: Path, cfg: Config, flags: Sequence[str], seed: int
+) -> CommandRun:
+    """`run_commands` with three random 40 x 40 pictures to predict (drawn with `seed`)."""
+    g = np.random.default_rng(seed)
+    pictures = [g.integers(0, 256, (40, 40, 3), dtype=np.uint8) for _ in range(3)]
+    return run_commands(tmp, category, cfg, flags, pictures)
+
+
+def assert_onnx_agrees(run: CommandRun) -> None:
+    """The graph's predictions (scores and maps) equal the checkpoint's, image by image."""
+    with (run.predict / "scores.csv").open() as a, (run.onnx_predict / "scores.csv").open() as b:
+        ref, got = list(csv.DictReader(a)), list(csv.DictReader(b))
+    assert ref and [r["image"] for r in ref] == [r["image"] for r in got]
+    for r, g in zip(ref, got, strict=True):
+        assert abs(float(r["score"]) - float(g["score"])) <= 1e-4 * max(1.0, abs(float(r["score"])))
+    ref_maps, got_maps = np.load(run.predict / "maps.npy"), np.load(run.onnx_predict / "maps.npy")
+    scale = max(float(np.abs(ref_maps.astype(np.float32)).max()), 1.0)
+    assert np.abs(ref_maps.astype(np.float32) - got_maps).max() <= 1e-3 * scale

@@ -3,15 +3,13 @@ distillation loss, the anomaly map and the deviation score's stage scores."""
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from conftest import CommandRun, run_commands
+from conftest import CommandRun, assert_onnx_agrees, random_command_run
 
 from siamese_ad.config import Config, ConfigError
 from siamese_ad.evaluation.inference import Detector
@@ -79,17 +77,11 @@ def run(
     make_config: Callable[[Path], Config],
 ) -> CommandRun:
     tmp = tmp_path_factory.mktemp("distance")
-    g = np.random.default_rng(1)
-    pictures = [g.integers(0, 256, (40, 40, 3), dtype=np.uint8) for _ in range(3)]
-    return run_commands(tmp, tiny_category, make_config(tiny_category), FLAGS, pictures)
+    return random_command_run(tmp, tiny_category, make_config(tiny_category), FLAGS, seed=1)
 
 
 def test_a_squared_run_trains_scores_and_exports_alike(run: CommandRun) -> None:
     detector = Detector.load(run.model, "cpu")
     assert detector.cfg.model.distance == "squared"
     assert detector.scorer.model.distance == "squared"
-    with (run.predict / "scores.csv").open() as a, (run.onnx_predict / "scores.csv").open() as b:
-        ref, got = list(csv.DictReader(a)), list(csv.DictReader(b))
-    assert len(ref) == 3
-    for r, g in zip(ref, got, strict=True):
-        assert abs(float(r["score"]) - float(g["score"])) <= 1e-4 * max(1.0, abs(float(r["score"])))
+    assert_onnx_agrees(run)

@@ -3,15 +3,13 @@ over the training normals, fitted by train before the first epoch, saved and exp
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from conftest import CommandRun, run_commands
+from conftest import CommandRun, assert_onnx_agrees, random_command_run
 
 from siamese_ad.checkpoint import read_checkpoint
 from siamese_ad.config import Config, ConfigError
@@ -106,9 +104,7 @@ def run(
     make_config: Callable[[Path], Config],
 ) -> CommandRun:
     tmp = tmp_path_factory.mktemp("feature_norm")
-    g = np.random.default_rng(0)
-    pictures = [g.integers(0, 256, (40, 40, 3), dtype=np.uint8) for _ in range(3)]
-    return run_commands(tmp, tiny_category, make_config(tiny_category), FLAGS, pictures)
+    return random_command_run(tmp, tiny_category, make_config(tiny_category), FLAGS, seed=0)
 
 
 def test_train_fits_the_statistics_on_its_training_normals(run: CommandRun) -> None:
@@ -133,11 +129,4 @@ def test_train_fits_the_statistics_on_its_training_normals(run: CommandRun) -> N
 
 def test_the_onnx_graph_standardises_as_pytorch_does(run: CommandRun) -> None:
     assert json.loads(run.onnx.with_suffix(".json").read_text())["outputs"][:2] == ["map", "score"]
-    with (run.predict / "scores.csv").open() as a, (run.onnx_predict / "scores.csv").open() as b:
-        ref, got = list(csv.DictReader(a)), list(csv.DictReader(b))
-    assert len(ref) == 3 and [r["image"] for r in ref] == [r["image"] for r in got]
-    for r, g in zip(ref, got, strict=True):
-        assert abs(float(r["score"]) - float(g["score"])) <= 1e-4 * max(1.0, abs(float(r["score"])))
-    ref_maps, got_maps = np.load(run.predict / "maps.npy"), np.load(run.onnx_predict / "maps.npy")
-    scale = max(float(np.abs(ref_maps.astype(np.float32)).max()), 1.0)
-    assert np.abs(ref_maps.astype(np.float32) - got_maps).max() <= 1e-3 * scale
+    assert_onnx_agrees(run)
