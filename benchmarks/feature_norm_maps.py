@@ -27,7 +27,7 @@ from real_yardstick import score_run
 
 from siamese_ad.evaluation.inference import Detector
 from siamese_ad.models.unet import FeaturePair
-from siamese_ad.scoring import AnomalyOutput, AnomalyScorer, combine_stages, stage_distances
+from siamese_ad.scoring import AnomalyScorer, stage_distances
 
 VARIANTS = ("standardised", "raw")
 
@@ -52,11 +52,6 @@ class FeatureNormScorer(WindowScorer):
 
             pair = FeaturePair(raw(pair.teacher), raw(pair.student))
         return stage_distances(pair)
-
-    def forward(self, images: torch.Tensor) -> AnomalyOutput:
-        amap = combine_stages(self.distances(images), images.shape[-2:], self.blur, self.means)
-        score = amap.flatten(1).amax(dim=1)
-        return AnomalyOutput(amap, score, score, None)
 
 
 def main() -> None:

@@ -43,9 +43,12 @@ class WindowScorer(AnomalyScorer):
         super().__init__(base.model, ScoringConfig(image_score="max"), base.topk)
         self.blur, self.k, self.means = base.blur, k, means
 
+    def distances(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """(B, 3, H, W) in [0, 1] -> each stage's (B, h, w) (1 - cos) of averaged features."""
+        return stage_distances(pooled(self.model(images), self.k))
+
     def forward(self, images: torch.Tensor) -> AnomalyOutput:
-        distances = stage_distances(pooled(self.model(images), self.k))
-        amap = combine_stages(distances, images.shape[-2:], self.blur, self.means)
+        amap = combine_stages(self.distances(images), images.shape[-2:], self.blur, self.means)
         score = amap.flatten(1).amax(dim=1)
         return AnomalyOutput(amap, score, score, None)
 
@@ -70,8 +73,8 @@ def normal_means(
 
 def window_means(detector: Detector, k: int) -> torch.Tensor:
     """(n,) each stage's mean (1 - cos) of k x k averaged features over the validation normals."""
-    model = detector.scorer.model
-    return normal_means(detector, lambda x: stage_distances(pooled(model(x), k)))
+    base = detector.scorer
+    return normal_means(detector, WindowScorer(base, k, base.model.stage_map_mean).distances)
 
 
 def main() -> None:

@@ -96,7 +96,7 @@ def distillation_loss(
     n = _check_stages("distillation_loss", teacher=teacher, student=student)
     if reduction == "squared":  # model.distance "squared": the mean squared difference instead
         pairs = zip(teacher, student, strict=True)
-        terms = [(t.float() - s.float()).pow(2).mean() for t, s in pairs]
+        terms = [squared_distance(t.float(), s.float()).mean() for t, s in pairs]
         return torch.stack(terms).sum() / n
     cosine = _pick(_DISTILL_COSINES, reduction, "distillation_loss")
     terms = [(1.0 - cosine(t, s)).mean() for t, s in zip(teacher, student, strict=True)]

@@ -130,28 +130,25 @@ class TeacherStudentUNet(nn.Module):
         """Sets each teacher channel's mean and std (model.feature_norm "channel"; "centre" keeps
         std at one) over every pixel of the images in `batches` ((B, 3, H, W) in [0, 1] each),
         in float64."""
-        sums: list[Tensor] | None = None
+        n = self.num_stages
+        sums: list[Tensor | float] = [0.0] * n
+        squares: list[Tensor | float] = [0.0] * n
+        counts = [0] * n
         for images in batches:
-            features = [t.double() for t in self.teacher(images)]
-            moments = [
-                (t.sum((0, 2, 3)), (t * t).sum((0, 2, 3)), t[:, 0].numel()) for t in features
-            ]
-            sums = (
-                moments
-                if sums is None
-                else [
-                    (a + x, b + y, n + m)
-                    for (a, b, n), (x, y, m) in zip(sums, moments, strict=True)
-                ]
-            )
-        if sums is None:
+            for i, t in enumerate(self.teacher(images)):
+                t = t.double()
+                sums[i] = sums[i] + t.sum((0, 2, 3))
+                squares[i] = squares[i] + (t * t).sum((0, 2, 3))
+                counts[i] += t[:, 0].numel()
+        if not counts[0]:
             raise ValueError("fit_feature_norm needs at least one batch of images")
-        for i, (total, square, count) in enumerate(sums):
+        for i, (total, square, count) in enumerate(zip(sums, squares, counts, strict=True)):
             mean = total / count
-            std = (square / count - mean * mean).clamp_min(0).sqrt()
-            std = std.clamp_min(FEATURE_STD_FLOOR * float(std.mean()) + 1e-12)
             if self.feature_norm == "centre":
-                std = torch.ones_like(std)
+                std = torch.ones_like(mean)
+            else:
+                std = (square / count - mean * mean).clamp_min(0).sqrt()
+                std = std.clamp_min(FEATURE_STD_FLOOR * float(std.mean()) + 1e-12)
             getattr(self, f"feature_mean_{i}").copy_(mean)
             getattr(self, f"feature_std_{i}").copy_(std)
 
