@@ -4,11 +4,13 @@ Such a model's student restores the teacher's features standardised per channel,
 its map compares the two there ("standardised", the map as built). Its student's output also
 implies raw features, S * s + m, which can be compared with the teacher's raw features T as the
 map of a model without feature_norm does ("raw"): 1 - cos(T, S * s + m) per pixel, with no
-training. This probe scores each run both ways through benchmarks/real_yardstick.py (its
+training (with train.raw_distill the student was also trained to restore those). A third map,
+"sum", adds the two, each stage divided by its mean over the held-out normals. This probe scores
+each run all three ways through benchmarks/real_yardstick.py (its
 real-defects yardstick, then the rest of its test split, reported and never chosen by); each
 variant's per-stage means (scoring.map_norm "mean") come from the run's held-out normals, as
-train takes them. A candidate that takes the image score from one map and the heat map from the
-other reads its figures off the two rows.
+train takes them. A candidate that takes the image score from one map and the heat map from another
+reads its figures off their rows.
 
     python benchmarks/feature_norm_maps.py ../shared/datasets/<category> runs/exp/<run> \
         [more runs] [--json out.json]
@@ -29,7 +31,7 @@ from siamese_ad.evaluation.inference import Detector
 from siamese_ad.models.unet import FeaturePair
 from siamese_ad.scoring import AnomalyScorer, stage_distances
 
-VARIANTS = ("standardised", "raw")
+VARIANTS = ("standardised", "raw", "sum")
 
 
 class FeatureNormScorer(WindowScorer):
@@ -40,18 +42,12 @@ class FeatureNormScorer(WindowScorer):
         self.variant = variant
 
     def distances(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Each stage's (B, h, w) map: of the standardised features, of the raw ones, or both
+        (2n maps, "sum": their per-stage means make each half count alike)."""
         pair = self.model(images)
-        if self.variant == "raw":
-            stats = self.model.feature_statistics()
-
-            def raw(features: list[torch.Tensor]) -> list[torch.Tensor]:
-                return [
-                    x.float() * s.view(1, -1, 1, 1) + m.view(1, -1, 1, 1)
-                    for x, (m, s) in zip(features, stats, strict=True)
-                ]
-
-            pair = FeaturePair(raw(pair.teacher), raw(pair.student))
-        return stage_distances(pair)
+        raw = FeaturePair(*map(self.model.raw_features, (pair.teacher, pair.student)))
+        chosen = {"standardised": [pair], "raw": [raw], "sum": [pair, raw]}[self.variant]
+        return [d for p in chosen for d in stage_distances(p)]
 
 
 def main() -> None:
@@ -69,7 +65,7 @@ def main() -> None:
             raise SystemExit(f"{run}: not a feature_norm channel model without stage 2")
         base = detector.scorer
         for variant in VARIANTS:
-            scorer = FeatureNormScorer(base, variant, torch.ones(base.model.num_stages)).eval()
+            scorer = FeatureNormScorer(base, variant, torch.ones(2 * base.model.num_stages)).eval()
             scorer.means = normal_means(detector, scorer.distances)
             if variant == "standardised":  # the map as built: train stored these means
                 stored = base.model.stage_map_mean

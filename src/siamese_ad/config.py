@@ -233,6 +233,10 @@ class TrainConfig:
     # feature RMS; the loss still asks for the clean features (UniAD's feature jitter; not in
     # the method). 0 = off
     feature_jitter: float = 0.0
+    # under model.feature_norm, the weight of a second distillation term on the de-normalised
+    # features (T * s + m against S * s + m): the student restores the teacher's raw features
+    # too, so the map of the raw features stays one of a trained pair. 0 = off
+    raw_distill: float = 0.0
     # basic block: each normal image flipped at random (h: left-right; hv: also upside down),
     # the teacher's features of every flip of the set cached as of the unflipped one. none = off
     flips: str = "none"
@@ -256,6 +260,7 @@ class TrainConfig:
         _check_choice("train.distill_reduction", self.distill_reduction, ("flatten", "pixel"))
         _check_choice("train.lr_schedule", self.lr_schedule, ("constant", "cosine"))
         _check_positive("train.feature_jitter", self.feature_jitter, allow_zero=True)
+        _check_positive("train.raw_distill", self.raw_distill, allow_zero=True)
         _check_choice("train.flips", self.flips, tuple(FLIPS))
 
 
@@ -381,6 +386,12 @@ class Config:
                 f"data.real_anomalies={self.data.real_anomalies} needs stage 1 or 2, which train "
                 "on them (the basic block trains on normal images only); add "
                 "--deviation.enabled true, or leave the real anomalies in the test split"
+            )
+        if self.train.raw_distill and self.model.feature_norm == "none":
+            raise ConfigError(
+                f"train.raw_distill={self.train.raw_distill} weighs a loss on de-normalised "
+                "features, which needs normalised ones; add --model.feature_norm channel (or "
+                "centre), or use --train.raw_distill 0"
             )
         con = self.contrastive
         if self.train.feature_jitter and con.enabled and con.form == "aligned":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -123,6 +123,16 @@ class TeacherStudentUNet(nn.Module):
         return [
             (getattr(self, f"feature_mean_{i}"), getattr(self, f"feature_std_{i}"))
             for i in range(self.num_stages)
+        ]
+
+    def raw_features(self, features: Sequence[Tensor]) -> list[Tensor]:
+        """Undoes model.feature_norm: [(B, C_i, H_i, W_i)] -> the same, each x * std + mean in
+        float32 (teacher or student side alike); the features themselves without it."""
+        if self.feature_norm not in FEATURE_NORMS:
+            return list(features)
+        return [
+            x.float() * std.view(1, -1, 1, 1) + mean.view(1, -1, 1, 1)
+            for x, (mean, std) in zip(features, self.feature_statistics(), strict=True)
         ]
 
     @torch.no_grad()

@@ -13,6 +13,7 @@ import torch
 from tqdm import tqdm
 
 from siamese_ad.checkpoint import TrainingState
+from siamese_ad.losses import distillation_loss
 from siamese_ad.training import distributed
 
 if TYPE_CHECKING:
@@ -119,6 +120,19 @@ class OptimizerStep:
         normal = self.cache.features("normal", idx, self.normals)
         anomalous = self.cache.features("pool", picks, self.pool.images)
         return [torch.cat(pair) for pair in zip(normal, anomalous, strict=True)]
+
+    def distill(
+        self, teacher: list[torch.Tensor], student: list[torch.Tensor], reduction: str
+    ) -> torch.Tensor:
+        """Eq. 1 between teacher and student features [(B, C_i, H_i, W_i)] in `reduction`
+        (FeaturePair.loss_reduction's); plus, with train.raw_distill, that weight times the same
+        loss on the de-normalised features (model.feature_norm undone)."""
+        loss = distillation_loss(teacher, student, reduction)
+        weight = self.cfg.train.raw_distill
+        if weight:
+            raw = self.model.raw_features
+            loss = loss + weight * distillation_loss(raw(teacher), raw(student), reduction)
+        return loss
 
     def apply(self, loss: torch.Tensor, n_local: int, n_global: int) -> float:
         """Backpropagates `loss` of this process's n_local of n_global images; returns the

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from siamese_ad.config import FLIPS
 from siamese_ad.device import autocast, to_device
-from siamese_ad.losses import contrastive_loss, distillation_loss
+from siamese_ad.losses import contrastive_loss
 from siamese_ad.training import distributed
 from siamese_ad.training.loop import OptimizerStep
 
@@ -150,7 +150,7 @@ class Stage1Step(OptimizerStep):
         with autocast(self.device, cfg.train.bf16):
             pair = self.model(images, teacher, student_input)
         n = len(batch[0])
-        loss = con.lambda_cos * distillation_loss(
+        loss = con.lambda_cos * self.distill(
             [t[:n] for t in pair.teacher],
             [s[:n] for s in pair.student],
             pair.loss_reduction(cfg.train.distill_reduction),
@@ -194,9 +194,9 @@ class Stage1Step(OptimizerStep):
         t_n, t_a = [t[:n] for t in pair.teacher], [t[n:] for t in pair.teacher]
         s_n, s_a = [s[:n] for s in pair.student], [s[n:] for s in pair.student]
         reduction = pair.loss_reduction(cfg.train.distill_reduction)
-        loss = con.lambda_cos * distillation_loss(t_n, s_n, reduction)
+        loss = con.lambda_cos * self.distill(t_n, s_n, reduction)
         if con.lambda_denoise:
-            loss = loss + con.lambda_denoise * distillation_loss(t_n, s_a, reduction)
+            loss = loss + con.lambda_denoise * self.distill(t_n, s_a, reduction)
         if con.lambda_con:
             stage = stage_masks(masks, [tuple(t.shape[-2:]) for t in t_a])
             loss = loss + con.lambda_con * masked_margin_loss(t_a, s_a, t_n, s_n, stage, con.margin)

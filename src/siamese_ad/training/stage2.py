@@ -10,7 +10,7 @@ from torch import Tensor
 from siamese_ad.config import Config
 from siamese_ad.device import autocast, to_device
 from siamese_ad.io import atomic_torch_save
-from siamese_ad.losses import deviation_loss, distillation_loss, stage_scores
+from siamese_ad.losses import deviation_loss, stage_scores
 from siamese_ad.models.unet import TeacherStudentUNet
 from siamese_ad.training import distributed
 from siamese_ad.training.loop import OptimizerStep
@@ -65,7 +65,7 @@ class Stage2Step(OptimizerStep):
         raw = stage_scores(pair.teacher, pair.student, cfg.deviation.topk, pair.distance)
         standardised = (raw - self.model.stage_mean) / self.model.stage_std
         loss = deviation_loss(standardised, labels, cfg.deviation.target)
-        loss = loss + cfg.deviation.lambda_cos * distillation_loss(
+        loss = loss + cfg.deviation.lambda_cos * self.distill(
             [t[:n] for t in pair.teacher],
             [s[:n] for s in pair.student],
             pair.loss_reduction(cfg.train.distill_reduction),
