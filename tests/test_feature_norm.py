@@ -1,5 +1,6 @@
 """model.feature_norm "channel": the teacher's feature channels standardised with their mean and std
-over the training normals, fitted by train before the first epoch, saved and exported."""
+over the training normals, fitted by train before the first epoch, saved and exported; and
+train.raw_distill, the loss on the de-normalised features."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from siamese_ad.data.dataset import read_category
 from siamese_ad.data.images import load_image
 from siamese_ad.device import to_device
 from siamese_ad.evaluation.inference import Detector
+from siamese_ad.losses import distillation_loss
 from siamese_ad.models.unet import FEATURE_STD_FLOOR, build_unet
+from siamese_ad.training.loop import OptimizerStep
 
 FLAGS = ["--model.feature_norm", "channel", "--no-contrastive", "--device", "cpu"]
 
@@ -130,3 +133,45 @@ def test_train_fits_the_statistics_on_its_training_normals(run: CommandRun) -> N
 def test_the_onnx_graph_standardises_as_pytorch_does(run: CommandRun) -> None:
     assert json.loads(run.onnx.with_suffix(".json").read_text())["outputs"][:2] == ["map", "score"]
     assert_onnx_agrees(run)
+
+
+@pytest.mark.parametrize("feature_norm", ["channel", "centre", "none"])
+def test_raw_features_undo_the_normalisation(tiny_config: Config, feature_norm: str) -> None:
+    model = _model(tiny_config, feature_norm)
+    images = _images()
+    if feature_norm != "none":
+        model.fit_feature_norm([images])
+    restored = model.raw_features(model.teacher_features(images))
+    for got, want in zip(restored, model.teacher(images), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_raw_distill_adds_the_loss_of_the_de_normalised_features(tiny_config: Config) -> None:
+    model = _model(tiny_config, "channel")
+    model.fit_feature_norm([_images()])
+    teacher = model.teacher_features(_images(seed=1))
+    g = torch.Generator().manual_seed(2)
+    student = [(t + torch.randn(t.shape, generator=g)).requires_grad_() for t in teacher]
+    raw_t, raw_s = model.raw_features(teacher), model.raw_features(student)
+    plain, raw = distillation_loss(teacher, student), distillation_loss(raw_t, raw_s)
+    assert raw.item() > 0 and abs(raw.item() - plain.item()) > 1e-3  # a different term
+
+    def distill(weight: float) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        tiny_config.train.raw_distill = weight
+        step = OptimizerStep(model, None, _images(), None, tiny_config, torch.device("cpu"))
+        loss = step.distill(teacher, student, "flatten")
+        return loss, torch.autograd.grad(loss, student)
+
+    off, grad_off = distill(0.0)
+    on, grad_on = distill(0.5)
+    torch.testing.assert_close(off, plain)
+    torch.testing.assert_close(on, plain + 0.5 * raw)
+    assert any((a - b).abs().max() > 0 for a, b in zip(grad_on, grad_off, strict=True))
+
+
+@pytest.mark.parametrize(("feature_norm", "weight"), [("none", 1.0), ("channel", -1.0)])
+def test_raw_distill_is_checked(tiny_config: Config, feature_norm: str, weight: float) -> None:
+    tiny_config.model.feature_norm = feature_norm
+    tiny_config.train.raw_distill = weight
+    with pytest.raises(ConfigError, match=r"train\.raw_distill"):
+        tiny_config.validate()
