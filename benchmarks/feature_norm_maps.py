@@ -27,9 +27,15 @@ import torch
 from map_window import WindowScorer, normal_means
 from real_yardstick import score_run
 
+from siamese_ad.data.images import load_image
+from siamese_ad.device import to_device
 from siamese_ad.evaluation.inference import Detector
+from siamese_ad.evaluation.thresholds import validation_samples
+from siamese_ad.metrics import image_auroc
 from siamese_ad.models.unet import FeaturePair
 from siamese_ad.scoring import AnomalyScorer, stage_distances
+from siamese_ad.training.trainer import FINAL_VALIDATION_KEY
+from siamese_ad.training.validation import make_validation_set
 
 VARIANTS = ("standardised", "raw", "sum")
 
@@ -48,6 +54,22 @@ class FeatureNormScorer(WindowScorer):
         raw = FeaturePair(*map(self.model.raw_features, (pair.teacher, pair.student)))
         chosen = {"standardised": [pair], "raw": [raw], "sum": [pair, raw]}[self.variant]
         return [d for p in chosen for d in stage_distances(p)]
+
+
+@torch.inference_mode()
+def defects_image_auroc(detector: Detector, scorer: FeatureNormScorer) -> float:
+    """Image AUROC of the max of `scorer`'s map on the run's defects yardstick: its held-out
+    normals and one painted scratch, stain or noise patch in each (training/validation.py), scored
+    on the fitted input as train scores it."""
+    cfg = detector.cfg
+    paths = [Path(s.image) for s in validation_samples(detector)]
+    normals = torch.stack([load_image(p, cfg.data.size_hw, cfg.data.fit)[0] for p in paths])
+    vset = make_validation_set(normals, cfg, yardstick="defects")
+    scores = [
+        scorer(to_device(chunk, detector.device, cfg.train.channels_last)).score
+        for chunk in vset.images.split(cfg.train.batch_size)
+    ]
+    return image_auroc(torch.cat(scores).float().numpy(), vset.labels)
 
 
 def main() -> None:
@@ -73,7 +95,12 @@ def main() -> None:
             detector.scorer = scorer
             print(f"{run.name}: {variant}", flush=True)
             row = score_run(run, args.original, None, args.per_type, detector)
-            rows.append({"variant": variant, **row})
+            defects = defects_image_auroc(detector, scorer)
+            print(f"{run.name}: {variant}: defects yardstick image AUROC {100 * defects:.2f}")
+            if variant == "standardised":  # the map as built: train stored its figure
+                stored = detector.payload["extra"][FINAL_VALIDATION_KEY]
+                print(f"  stored {100 * stored['val_defects_image_auroc_max']:.2f}")
+            rows.append({"variant": variant, **row, "defects_image_auroc": defects})
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 
